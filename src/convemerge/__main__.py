@@ -1,0 +1,5 @@
+import sys
+
+from convemerge.cli import main
+
+sys.exit(main())
