@@ -1,0 +1,355 @@
+"""AGOP of a model's outputs with respect to the input of a weight layer (linear, conv, locally connected).
+
+For a weight layer with pre-activation output ``h = W x + b`` the gradient of an output ``f_o`` with respect
+to the layer's input (for a conv or local layer: with respect to each input patch ``x_p`` taken as an
+independent input) is ``W_pᵀ ∂f_o/∂h_p``. So the (patch-)AGOP
+
+    G = (1/n) Σ_i Σ_p Σ_o ∇_{x_p} f_o(x_i) ∇_{x_p} f_o(x_i)ᵀ
+
+needs only ``∂f/∂h``: one forward pass per chunk of images, one batched backward pass per chunk of outputs,
+no unfolded copy of the input. For conv and linear layers W is shared by all positions, so we accumulate the
+``k_out × k_out`` Gram of ``∂f/∂h`` and multiply by W once at the end (or project first when that is
+cheaper); a locally connected layer has one ``W_p`` per position and is accumulated per position.
+
+Example::
+
+    G = layer_agop(model, "features.0", x)                 # (c·q·q, c·q·q) patch-AGOP of a conv layer
+    all_g = agops(model, x, ["conv1", "fc"], power=0.5)     # several layers in one sweep
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from convemerge.errors import ConfigError
+
+__all__ = [
+    "AgopLayer",
+    "agops",
+    "filter_covariance",
+    "find_weight_layers",
+    "layer_agop",
+    "layer_kind",
+    "resolve_layer",
+    "sym_matrix_power",
+    "weight_matrix",
+]
+
+
+@dataclass(frozen=True)
+class AgopLayer:
+    """A weight layer as the AGOP sees it: its name in ``model.named_modules()``, the module and its kind."""
+
+    name: str
+    module: nn.Module
+    kind: str  # "conv" | "local" | "linear"
+
+    @property
+    def in_dim(self) -> int:
+        """Size of the vector the AGOP is taken over: c·q·q for conv/local layers, in_features for linear."""
+        return int(self.module.weight.shape[-1] if self.kind == "local" else self.module.weight[0].numel())
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.module.weight.shape[-2] if self.kind == "local" else self.module.weight.shape[0])
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    """``"conv"``, ``"local"``, ``"linear"`` for a supported weight layer, else None."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return None if module.transposed else "conv"
+    w = getattr(module, "weight", None)
+    if (
+        isinstance(w, torch.Tensor)
+        and w.dim() == 3
+        and all(hasattr(module, a) for a in ("kernel_size", "stride", "padding", "in_size"))
+    ):
+        return "local"
+    return None
+
+
+def find_weight_layers(model: nn.Module) -> list[AgopLayer]:
+    """Weight layers ordered input → output: ``model.weight_layers()`` when the model has it, else every
+    conv / linear / locally connected module of ``named_modules()`` in registration order."""
+    if hasattr(model, "weight_layers"):
+        out = []
+        for wl in model.weight_layers():
+            kind = layer_kind(wl.module)
+            if kind is not None:
+                out.append(AgopLayer(wl.name, wl.module, kind))
+        return out
+    return [AgopLayer(n, m, k) for n, m in model.named_modules() if (k := layer_kind(m)) is not None]
+
+
+def resolve_layer(model: nn.Module, layer_name: str) -> AgopLayer:
+    """The named weight layer, with a one-line ConfigError for an unknown or unsupported name."""
+    modules = dict(model.named_modules())
+    if layer_name not in modules:
+        known = [layer.name for layer in find_weight_layers(model)]
+        raise ConfigError(f"no layer named {layer_name!r} in the model; weight layers are: {', '.join(known)}")
+    module = modules[layer_name]
+    kind = layer_kind(module)
+    if kind is None:
+        raise ConfigError(
+            f"layer {layer_name!r} is a {type(module).__name__}; the AGOP needs a Linear, Conv or locally "
+            "connected layer"
+        )
+    if kind == "conv" and module.groups != 1:
+        raise ConfigError(
+            f"layer {layer_name!r} has groups={module.groups}; the patch-AGOP supports groups=1 convolutions only"
+        )
+    return AgopLayer(layer_name, module, kind)
+
+
+def weight_matrix(module: nn.Module) -> torch.Tensor:
+    """The weight as the AGOP uses it: (out, in) for linear, (k_out, c·q·q) for conv (same order as
+    ``F.unfold`` patches), (L, out, c·k·k) for locally connected layers."""
+    w = module.weight
+    return w if w.dim() == 3 and layer_kind(module) == "local" else w.reshape(w.shape[0], -1)
+
+
+def filter_covariance(module: nn.Module, *, per_position: bool = False) -> torch.Tensor:
+    """WᵀW (detached). Locally connected layers: Σ_p W_pᵀW_p pooled over positions, or (L, d, d) per position."""
+    w = weight_matrix(module).detach()
+    if w.dim() == 3:
+        return w.transpose(1, 2) @ w if per_position else torch.einsum("lod,loe->de", w, w)
+    return w.T @ w
+
+
+def sym_matrix_power(m: torch.Tensor, power: float) -> torch.Tensor:
+    """Symmetric matrix power through ``eigh`` with eigenvalues clamped at 0 (batched over leading dims)."""
+    if power < 0:
+        raise ConfigError(f"power={power} is negative; use a power >= 0 (the AGOP is only positive semi-definite)")
+    if power == 1.0:
+        return m
+    m = 0.5 * (m + m.transpose(-1, -2))  # eigh reads one triangle; symmetrise against round-off
+    evals, evecs = torch.linalg.eigh(m)
+    evals = evals.clamp(min=0.0)
+    return (evecs * evals.pow(power).unsqueeze(-2)) @ evecs.transpose(-1, -2)
+
+
+class _Accumulator:
+    """Running Σ ∇∇ᵀ for one layer from chunks of ∂f/∂h, in float64."""
+
+    def __init__(self, layer: AgopLayer, h_shape: torch.Size, per_position: bool):
+        self.layer = layer
+        self.w = weight_matrix(layer.module).detach()
+        self.per_position = per_position and layer.kind == "local"
+        d, k = layer.in_dim, layer.out_dim
+        # Gram of ∂f/∂h costs k² per row, projecting first k·d + d²: take the cheaper exact route.
+        self.gram = k <= d
+        if layer.kind == "local":
+            n_pos = self.w.shape[0]
+            if h_shape[1] != k or h_shape[2:].numel() != n_pos:
+                raise ValueError(
+                    f"local layer {layer.name!r}: output shape {tuple(h_shape)} does not match weight "
+                    f"{tuple(self.w.shape)} (expected (B, out, H', W') with H'·W' = L)"
+                )
+            shape = (n_pos, k, k) if self.gram else ((n_pos, d, d) if self.per_position else (d, d))
+        else:
+            shape = (k, k) if self.gram else (d, d)
+        self.acc = torch.zeros(shape, dtype=torch.float64, device=self.w.device)
+
+    def add(self, g: torch.Tensor) -> None:
+        """g: (n_outputs, B, *h.shape[1:]) gradients of outputs w.r.t. the layer's output h."""
+        k = self.layer.out_dim
+        kind = self.layer.kind
+        if kind == "linear":
+            rows = g.reshape(-1, k)
+        elif kind == "conv":
+            rows = g.movedim(2, -1).reshape(-1, k)
+        else:  # local: (L, M, k), M = outputs × images
+            rows = g.reshape(-1, k, self.w.shape[0]).permute(2, 0, 1)
+        rows = rows.to(self.w.dtype)
+        if kind != "local":
+            v = rows if self.gram else rows @ self.w
+            self.acc += (v.T @ v).double()
+        elif self.gram:
+            self.acc += torch.bmm(rows.transpose(1, 2), rows).double()
+        else:
+            v = torch.bmm(rows, self.w)  # (L, M, d): ∇ w.r.t. each position's patch
+            if self.per_position:
+                self.acc += torch.bmm(v.transpose(1, 2), v).double()
+            else:
+                v = v.reshape(-1, v.shape[-1])
+                self.acc += (v.T @ v).double()
+
+    def result(self) -> torch.Tensor:
+        w = self.w.double()
+        if not self.gram:
+            return self.acc
+        if self.layer.kind != "local":
+            return w.T @ self.acc @ w
+        if self.per_position:
+            return w.transpose(1, 2) @ self.acc @ w
+        # Σ_p W_pᵀ S_p W_p as one (L·k, d)ᵀ (L·k, d) product: never stores L d×d blocks.
+        t = torch.bmm(self.acc, w)
+        return w.reshape(-1, w.shape[-1]).T @ t.reshape(-1, w.shape[-1])
+
+
+class _Capture:
+    """Forward hooks that keep each target layer's output h as a node ∂f/∂h can be taken against."""
+
+    def __init__(self, layers: Sequence[AgopLayer]):
+        self.h: dict[str, torch.Tensor] = {}
+        self.handles = [layer.module.register_forward_hook(self._hook(layer.name)) for layer in layers]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module, inputs, out):
+            if not isinstance(out, torch.Tensor):
+                raise ConfigError(f"layer {name!r} returned a {type(out).__name__}, not a tensor")
+            if name in self.h:
+                raise ConfigError(
+                    f"layer {name!r} ran more than once in one forward pass; the AGOP needs a layer applied once"
+                )
+            if not out.requires_grad:  # frozen parameters and an input without grad: start the graph here
+                out = out.detach().requires_grad_(True)
+            self.h[name] = out
+            # Return a copy so that an in-place op downstream (ReLU(inplace=True)) cannot overwrite h.
+            return out.clone()
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _output_grads(
+    f: torch.Tensor, hs: list[torch.Tensor], idx: Sequence[int], batched: bool
+) -> list[torch.Tensor]:
+    """[(len(idx), B, *h.shape[1:])] gradients of f[:, o] (o in idx) w.r.t. each h, batched over outputs."""
+    if batched:
+        go = torch.zeros((len(idx),) + tuple(f.shape), dtype=f.dtype, device=f.device)
+        go[torch.arange(len(idx)), :, torch.as_tensor(list(idx))] = 1.0
+        grads = torch.autograd.grad(f, hs, go, retain_graph=True, is_grads_batched=True, allow_unused=True)
+        return [torch.zeros((len(idx),) + h.shape, dtype=h.dtype, device=h.device) if g is None else g for g, h in zip(grads, hs)]
+    per_output = [
+        torch.autograd.grad(f[:, o].sum(), hs, retain_graph=True, allow_unused=True, materialize_grads=True)
+        for o in idx
+    ]
+    return [torch.stack([g[j] for g in per_output]) for j in range(len(hs))]
+
+
+def agops(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str] | None = None,
+    *,
+    power: float = 1.0,
+    per_position: bool = False,
+    reduction: str = "mean",
+    outputs: Sequence[int] | None = None,
+    output_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 64,
+    output_chunk: int = 16,
+    batched: bool = True,
+    eval_mode: bool = True,
+) -> dict[str, torch.Tensor]:
+    """(Patch-)AGOPs of several weight layers from one sweep over ``x``; see :func:`layer_agop`.
+
+    ``layers`` defaults to every weight layer (:func:`find_weight_layers`). Returns ``{name: G}`` in the
+    weight's dtype, accumulated in float64.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ConfigError(f"reduction={reduction!r} is not one of 'mean', 'sum'")
+    if batch_size < 1 or output_chunk < 1:
+        raise ConfigError(f"batch_size={batch_size}, output_chunk={output_chunk}: both must be >= 1")
+    if x.shape[0] == 0:
+        raise ConfigError("x holds no images; the AGOP needs at least one")
+    if power < 0:
+        raise ConfigError(f"power={power} is negative; use a power >= 0 (the AGOP is only positive semi-definite)")
+    names = [layer.name for layer in find_weight_layers(model)] if layers is None else list(layers)
+    targets = [resolve_layer(model, name) for name in names]
+    modes = {m: m.training for m in model.modules()}
+    if eval_mode:  # batch norm in train mode would couple the images of a chunk
+        model.eval()
+    device = next((p.device for p in model.parameters()), x.device)
+    capture = _Capture(targets)
+    accs: dict[str, _Accumulator] = {}
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size].to(device)
+            capture.h.clear()
+            with torch.enable_grad():
+                f = model(xb) if output_fn is None else output_fn(model, xb)
+            f = f.reshape(xb.shape[0], -1)
+            missing = [layer.name for layer in targets if layer.name not in capture.h]
+            if missing:
+                raise ConfigError(f"layer {missing[0]!r} did not run in the model's forward pass")
+            hs = [capture.h[layer.name] for layer in targets]
+            for layer, h in zip(targets, hs):
+                if layer.name not in accs:
+                    accs[layer.name] = _Accumulator(layer, h.shape, per_position)
+            idx_all = list(range(f.shape[1])) if outputs is None else list(outputs)
+            for c0 in range(0, len(idx_all), output_chunk):
+                grads = _output_grads(f, hs, idx_all[c0 : c0 + output_chunk], batched)
+                for layer, g in zip(targets, grads):
+                    accs[layer.name].add(g)
+            del f, hs, grads
+            capture.h.clear()
+    finally:
+        capture.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    out = {}
+    for layer in targets:
+        g = accs[layer.name].result()
+        if reduction == "mean":
+            g = g / x.shape[0]
+        g = sym_matrix_power(g, power)
+        out[layer.name] = g.to(layer.module.weight.dtype)
+    return out
+
+
+def layer_agop(
+    model: nn.Module,
+    layer_name: str,
+    x: torch.Tensor,
+    *,
+    power: float = 1.0,
+    per_position: bool = False,
+    reduction: str = "mean",
+    outputs: Sequence[int] | None = None,
+    output_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 64,
+    output_chunk: int = 16,
+    batched: bool = True,
+    eval_mode: bool = True,
+) -> torch.Tensor:
+    """AGOP of the model's outputs with respect to the input of layer ``layer_name``.
+
+    - linear layer: ``(in_features, in_features)``, the AGOP over the flat input of the layer;
+    - conv layer (groups=1, any stride/padding/dilation): the patch-AGOP ``(c·q·q, c·q·q)``, summed over all
+      positions the layer visits, entries ordered like ``weight.reshape(k_out, -1)`` (channel, row, column);
+    - locally connected layer: pooled over positions ``(c·k·k, c·k·k)``, or ``(L, c·k·k, c·k·k)`` with
+      ``per_position=True``.
+
+    Normalisation: ``reduction="mean"`` divides by the number of images n (positions and outputs are summed),
+    ``"sum"`` does not. ``power`` applies a symmetric matrix power (eigenvalues clamped at 0) to the result.
+    ``outputs`` restricts the sum to some model outputs. ``output_fn(model, xb)`` maps a batch to the
+    ``(B, c)`` outputs when ``model(xb)`` does not return them. Memory is bounded by ``batch_size`` images per
+    forward pass times ``output_chunk`` outputs per batched backward pass (``batched=False``: a loop over the
+    outputs instead). ``eval_mode`` evaluates in eval mode (batch norm with running statistics), restoring the
+    modules' modes afterwards.
+    """
+    return agops(
+        model,
+        x,
+        [layer_name],
+        power=power,
+        per_position=per_position,
+        reduction=reduction,
+        outputs=outputs,
+        output_fn=output_fn,
+        batch_size=batch_size,
+        output_chunk=output_chunk,
+        batched=batched,
+        eval_mode=eval_mode,
+    )[layer_name]
