@@ -1,0 +1,330 @@
+"""``train(config) -> RunResult``: the training loop, with per-epoch metrics, checkpoints and resume.
+
+>>> from convemerge.train import TrainConfig, train
+>>> cfg = TrainConfig(model="s-fc", alpha=2, dataset="digits", epochs=2, batch_size=64, out="runs/demo")
+>>> result = train(cfg)                                       # doctest: +SKIP
+>>> result.best_val_acc, result.test_acc_at_best              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convemerge.errors import ConfigError, DivergenceError
+from convemerge.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from convemerge.train.config import RESUME_MUTABLE, TrainConfig
+from convemerge.train.engine import evaluate, make_loss, model_measurements, train_step
+from convemerge.train.metrics import MetricsLog
+from convemerge.train.progress import RunProgress, epoch_line
+from convemerge.train.rng import capture_rng, restore_rng
+from convemerge.train.rundir import RunPaths, best_record, build_summary, write_summary
+from convemerge.train.setup import (
+    build_model,
+    build_optimizer,
+    derived_seed,
+    lr_factor,
+    pad_batch,
+    prepare_data,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
+
+# Test hook: seconds to sleep after every optimizer step, so a test can kill a run in the middle of an epoch.
+STEP_SLEEP_ENV = "CONVEMERGE_TEST_STEP_SLEEP"
+
+
+@dataclass
+class RunResult:
+    """What ``train`` returns: the run directory, its epoch history and summary, and the model (last weights)."""
+
+    run_dir: Path
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    model: nn.Module = field(repr=False)
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return self.summary.get("best_val_acc")
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.summary.get("best_epoch")
+
+    @property
+    def test_acc_at_best(self) -> float | None:
+        return self.summary.get("test_acc_at_best")
+
+    @property
+    def wall_time(self) -> float:
+        return float(self.summary.get("wall_time", 0.0))
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    verbose: bool = True,
+    command: str | None = None,
+) -> RunResult:
+    """Train ``config.model`` on ``config.dataset`` and write the run directory ``config.run_dir()``.
+
+    resume: continue the run in that directory from its last complete checkpoint (bit-identical on CPU
+        with the same thread count); its config.yaml must match ``config`` except for runtime-only options.
+    progress: draw a progress bar (None: only when stderr is a terminal). verbose: print epoch lines.
+    command: the command line to record in summary.json.
+    Raises ConfigError for unusable options, DivergenceError when the loss becomes NaN/inf.
+    """
+    config.validate()
+    paths = RunPaths(config.run_dir())
+    _prepare_run_dir(config, paths, resume)
+    device = resolve_device(config.device)
+    with _runtime(config, device):
+        return _Run(config, paths, device, progress=progress, verbose=verbose, command=command).run(resume)
+
+
+def _prepare_run_dir(cfg: TrainConfig, paths: RunPaths, resume: bool) -> None:
+    if resume:
+        if not paths.config.exists():
+            raise ConfigError(f"nothing to resume in {paths.root}: it has no config.yaml; start the run without --resume")
+        saved = TrainConfig.from_yaml(paths.config).to_dict()
+        given = cfg.to_dict()
+        diffs = [k for k in given if k not in RESUME_MUTABLE and given[k] != saved.get(k)]
+        if diffs:
+            detail = ", ".join(f"{k}: run has {saved.get(k)!r}, given {given[k]!r}" for k in diffs)
+            raise ConfigError(f"cannot resume {paths.root} with changed options ({detail}); drop them or start a new run")
+    elif paths.config.exists() or paths.metrics.exists() or paths.checkpoints.exists():
+        raise ConfigError(f"run directory {paths.root} already holds a run; pass --resume to continue it or choose another --out")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(paths.config)
+
+
+@contextlib.contextmanager
+def _runtime(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
+    """Thread count and determinism for the run, restored afterwards (a library call leaves no trace)."""
+    threads = torch.get_num_threads()
+    det, det_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    bench = torch.backends.cudnn.benchmark
+    deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
+    try:
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        # warn_only: an op without a deterministic kernel warns instead of aborting a long run
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = not deterministic
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=det_warn)
+        torch.backends.cudnn.benchmark = bench
+
+
+class _Run:
+    """The state of one run while it trains (built from a config, optionally from a checkpoint)."""
+
+    def __init__(self, cfg: TrainConfig, paths: RunPaths, device: torch.device, *, progress, verbose, command):
+        from convemerge.data import ImageLoader
+
+        self.cfg, self.paths, self.device = cfg, paths, device
+        self.progress_enabled, self.verbose, self.command = progress, verbose, command
+        self.precision = resolve_precision(cfg.amp, device)
+        self.metrics = MetricsLog(paths.metrics)
+
+        seed_everything(cfg.seed)
+        self.data = data = prepare_data(cfg)
+        torch.manual_seed(cfg.seed)  # model init does not depend on what data preparation drew
+        self.model = build_model(cfg, data).to(device)
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = build_optimizer(cfg, self.model)
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])  # the schedule scales this peak value
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision.scaler else None
+        self.loss_fn = make_loss(cfg.loss, data.num_classes)
+
+        self.generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 1))
+        # BatchNorm cannot train on a final batch of one sample: drop it in that single case
+        drop_last = len(data.train) % cfg.batch_size == 1 and len(data.train) > 1
+        self.train_loader = ImageLoader(data.train, cfg.batch_size, shuffle=True, augment=data.augment,
+                                        generator=self.generator, device=device, drop_last=drop_last)
+        self.val_loader = ImageLoader(data.val, cfg.eval_batch_size, device=device) if data.val is not None else None
+        self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device) if data.test is not None else None
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.pad_fill = data.pad_fill.to(device)
+
+        self.epoch, self.step, self.history, self.prior_wall = 0, 0, [], 0.0
+        self.session_start = time.perf_counter()
+
+    # ------------------------------------------------------------------ helpers
+    def _batches(self, loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in loader:
+            yield pad_batch(x, self.data.image_size, self.pad_fill), y
+
+    def _wall(self) -> float:
+        return self.prior_wall + (time.perf_counter() - self.session_start)
+
+    def _set_lr(self) -> float:
+        factor = lr_factor(self.step, self.total_steps, self.warmup_steps, self.cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _geometry(self) -> dict[str, int]:
+        return {"image_size": self.data.image_size, "in_chans": self.data.in_chans,
+                "num_classes": self.data.num_classes}
+
+    def _summary(self, status: str, **extra: Any) -> dict[str, Any]:
+        summary = build_summary(self.history, config=self.cfg.to_dict(), status=status, wall_time=self._wall(),
+                                command=self.command, extra={"geometry": self._geometry(), **extra})
+        write_summary(self.paths, summary)
+        return summary
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    # ------------------------------------------------------------------ resume
+    def _restore(self) -> None:
+        found = find_checkpoint(self.paths.last)
+        if found is None:
+            self._say(f"no complete checkpoint in {self.paths.checkpoints}; starting from epoch 1")
+            self.metrics.rewrite([])
+            return
+        state = load_checkpoint(found, self.model, self.optimizer)
+        restore_rng(state["rng"], self.generator)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history, self.prior_wall = list(state["history"]), float(state["wall_time"])
+        self.metrics.rewrite(self.history)  # drop epochs logged after that checkpoint: they are replayed
+        self._say(f"resuming {self.paths.root} after epoch {self.epoch} (step {self.step})")
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        best = best_record(self.history)
+        return {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": capture_rng(self.generator),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best_val_acc": best["val_acc"] if best else None,
+            "best_epoch": best["epoch"] if best else None,
+            "history": self.history,
+            "wall_time": self._wall(),
+            "geometry": self._geometry(),
+        }
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, resume: bool) -> RunResult:
+        cfg = self.cfg
+        if resume:
+            self._restore()
+        n_weights = sum(p.numel() for p in self.model.parameters())
+        self._say(f"{cfg.model} on {cfg.dataset}: {len(self.data.train)} train / "
+                  f"{len(self.data.val) if self.data.val is not None else 0} val / "
+                  f"{len(self.data.test) if self.data.test is not None else 0} test, "
+                  f"{n_weights:,} parameters, {cfg.optimizer}, {self.device.type} {self.precision.name}, "
+                  f"{self.steps_per_epoch} steps/epoch -> {self.paths.root}")
+        sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
+        try:
+            with RunProgress(self.total_steps, self.step, enabled=self.progress_enabled, verbose=self.verbose) as bar:
+                while self.epoch < cfg.epochs:
+                    self._train_epoch(bar, sleep)
+                    self._end_epoch(bar)
+        except KeyboardInterrupt:
+            self._summary("interrupted")
+            raise
+        summary = self._summary("completed")
+        return RunResult(self.paths.root, cfg, self.history, summary, self.model)
+
+    def _train_epoch(self, bar: RunProgress, sleep: float) -> None:
+        epoch = self.epoch + 1
+        self.epoch_start = time.perf_counter()
+        self.model.train()
+        sync_every = 1 if self.device.type == "cpu" else self.cfg.log_every  # CPU: checking is free
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen, window, first_step = 0, [], self.step
+        last = self.steps_per_epoch - 1
+        for i, (x, y) in enumerate(self._batches(self.train_loader)):
+            self.lr = self._set_lr()
+            loss, n_correct = train_step(self.step_model, x, y, self.loss_fn, self.optimizer, self.precision,
+                                         self.scaler)
+            self.step += 1
+            loss_sum += loss * y.numel()
+            correct += n_correct
+            seen += y.numel()
+            window.append(loss)
+            if len(window) >= sync_every or i == last:
+                losses = torch.stack(window).float().cpu()
+                bad = torch.nonzero(~torch.isfinite(losses)).flatten()
+                if bad.numel():
+                    at = self.step - len(window) + int(bad[0]) + 1  # global step number (1-based)
+                    self._diverged(epoch, at - first_step, at, float(losses[bad[0]]))
+                window = []
+                if (i + 1) % self.cfg.log_every == 0 or i == last:
+                    bar.update(self.step, epoch, self.cfg.epochs, float(losses[-1]))
+            if sleep:
+                time.sleep(sleep)
+        self.epoch = epoch
+        self.train_loss = float(loss_sum.item()) / max(1, seen)
+        self.train_acc = float(correct.item()) / max(1, seen)
+
+    def _diverged(self, epoch: int, step_in_epoch: int, step: int, value: float) -> None:
+        good = find_checkpoint(self.paths.last)
+        where = f"the last good checkpoint ({good}) is intact" if good else "no epoch had completed"
+        msg = (f"training diverged at epoch {epoch}, step {step_in_epoch}/{self.steps_per_epoch} "
+               f"(global step {step}): loss is {value}; {where}; lower --lr or add --warmup-epochs")
+        self._summary("diverged", error=msg)
+        raise DivergenceError(msg)
+
+    def _end_epoch(self, bar: RunProgress) -> None:
+        cfg = self.cfg
+        val_loss = val_acc = test_loss = test_acc = None
+        if self.val_loader is not None:
+            val_loss, val_acc = evaluate(self.step_model, self._batches(self.val_loader), self.loss_fn, self.precision)
+        if self.test_loader is not None:  # reported only; never used to choose anything
+            test_loss, test_acc = evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn,
+                                           self.precision)
+        prev_best = best_record(self.history)
+        record = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.lr,
+            "train_loss": self.train_loss,
+            "train_acc": self.train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "epoch_time": time.perf_counter() - self.epoch_start,
+            "wall_time": self._wall(),
+            **model_measurements(self.model),
+        }
+        self.history.append(record)
+        is_best = val_acc is not None and (prev_best is None or val_acc > prev_best["val_acc"])
+        save_last = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
+        if save_last or is_best:
+            state = self._checkpoint_state()
+            if save_last:
+                save_checkpoint(self.paths.last, self.model, self.optimizer, state)
+            if is_best:
+                save_checkpoint(self.paths.best, self.model, self.optimizer, state,
+                                link_from=self.paths.last if save_last else None)
+        self.metrics.append(record)
+        self._summary("running" if self.epoch < cfg.epochs else "completed")
+        bar.message(epoch_line(record, cfg.epochs))

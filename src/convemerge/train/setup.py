@@ -1,0 +1,209 @@
+"""Turn a TrainConfig into the pieces of a run: device, precision, data splits, model, optimizer, RNG seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from convemerge.errors import ConfigError
+from convemerge.train.config import TrainConfig
+
+
+# ----------------------------------------------------------------------------- device and precision
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' was requested but CUDA is not available; use --device cpu or --device auto")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: autocast dtype (None = full fp32) and whether a GradScaler is needed."""
+
+    dtype: torch.dtype | None
+    scaler: bool
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The autocast context for the forward pass. Parameters (BN's included) stay fp32: autocast only
+        lowers the inputs of matmul-like ops, and BN's statistics and affine parameters remain fp32."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def resolve_precision(amp: str, device: torch.device) -> Precision:
+    """``auto``: bf16 on CUDA when supported, else fp16 with a GradScaler; fp32 on CPU."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return Precision(None, False)
+    if amp == "auto":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp == "bf16":
+        return Precision(torch.bfloat16, False)
+    return Precision(torch.float16, True)  # fp16's narrow range needs loss scaling
+
+
+# ----------------------------------------------------------------------------- seeds
+def derived_seed(seed: int, stream: int) -> int:
+    """An independent 63-bit seed for one random stream of a run (0: init, 1: loader, ...)."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy's global RNG and python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class RunData:
+    """The data of a run: train / validation / test sets and the geometry the model sees."""
+
+    train: Any  # ImageData
+    val: Any | None  # ImageData, or None when val_fraction == 0
+    test: Any | None  # ImageData, or None when the dataset has no test split
+    image_size: int  # side the model sees (after pad_to)
+    in_chans: int
+    num_classes: int
+    augment: bool
+    pad_fill: torch.Tensor  # (C,) standardised value of a zero (black) pixel: what padding writes
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices (sorted) of a seeded subset of exactly ``n`` samples, each class in proportion to its count.
+
+    Quotas are ``n * count / N`` rounded down, the remainder going to the classes with the largest
+    fractional parts (ties to the lower class index); inside a class the samples are drawn at random.
+    """
+    total = labels.numel()
+    if n > total:
+        raise ConfigError(f"n_train={n} exceeds the {total} training samples available; lower --n-train")
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n / total
+    quota = exact.floor().long()
+    short = n - int(quota.sum())
+    if short > 0:
+        order = torch.argsort(-(exact - quota), stable=True)
+        quota[order[:short]] += 1
+    picks = []
+    for cls, q in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        picks.append(members[torch.randperm(members.numel(), generator=g)[:q]])
+    return torch.sort(torch.cat(picks)).values
+
+
+def prepare_data(cfg: TrainConfig) -> RunData:
+    """Load the dataset, hold out validation (stratified, seeded), subsample the train part if asked."""
+    from convemerge.data import load_dataset, train_val_split
+    from convemerge.errors import DataError
+
+    full = load_dataset(cfg.dataset, "train", root=cfg.data_dir)
+    try:
+        test = load_dataset(cfg.dataset, "test", root=cfg.data_dir)
+    except DataError as exc:
+        if "split" not in str(exc).lower():  # a real problem with files that should be there
+            raise
+        test = None  # a set without a test split (the test accuracy is then not reported)
+    if cfg.val_fraction > 0:
+        train, val = train_val_split(full, val_fraction=cfg.val_fraction, seed=derived_seed(cfg.seed, 2) % 2**31)
+    else:
+        train, val = full, None
+    if cfg.n_train is not None:
+        train = train.subset(stratified_subset(train.labels, cfg.n_train, derived_seed(cfg.seed, 3)))
+
+    h, w = full.image_shape
+    side = h
+    if cfg.pad_to is not None:
+        if cfg.pad_to < max(h, w):
+            raise ConfigError(f"pad_to={cfg.pad_to} is smaller than the {h}x{w} images of {cfg.dataset}; "
+                              f"give a side >= {max(h, w)}")
+        side = cfg.pad_to
+    elif h != w:
+        raise ConfigError(f"{cfg.dataset} images are {h}x{w}, not square; pass --pad-to {max(h, w)}")
+    mean = torch.tensor(full.mean, dtype=torch.float32)
+    std = torch.tensor(full.std, dtype=torch.float32)
+    return RunData(
+        train=train,
+        val=val,
+        test=test,
+        image_size=side,
+        in_chans=full.in_chans,
+        num_classes=full.num_classes,
+        augment=full.augment if cfg.augment is None else bool(cfg.augment),
+        pad_fill=-mean / std,
+    )
+
+
+def pad_batch(x: torch.Tensor, side: int, fill: torch.Tensor) -> torch.Tensor:
+    """Centre ``x`` (B, C, H, W) in a (B, C, side, side) canvas of per-channel ``fill`` (on x's device)."""
+    b, c, h, w = x.shape
+    if h == side and w == side:
+        return x
+    top, left = (side - h) // 2, (side - w) // 2
+    out = fill.to(device=x.device, dtype=x.dtype).view(1, c, 1, 1).expand(b, c, side, side).clone()
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+# ----------------------------------------------------------------------------- model and optimizer
+def build_model(cfg: TrainConfig, data: RunData) -> nn.Module:
+    """``create_model`` with the data's geometry; impossible geometry -> its ConfigError, plus a pad hint."""
+    from convemerge.models import create_model
+
+    try:
+        return create_model(
+            cfg.model,
+            alpha=cfg.alpha,
+            image_size=data.image_size,
+            in_chans=data.in_chans,
+            num_classes=data.num_classes,
+            **cfg.model_options,
+        )
+    except ConfigError as exc:
+        msg = str(exc)
+        if cfg.pad_to is None and ("divisible" in msg or "image" in msg or "size" in msg) and "pad" not in msg:
+            raise ConfigError(f"{msg} (or pass --pad-to 32 to zero-pad the {data.image_size}px images)") from None
+        raise
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD / Adam over ``sgd_param_groups`` (weight decay on weights only), or β-LASSO over its groups."""
+    from convemerge.optim import BetaLasso, beta_lasso_param_groups, sgd_param_groups
+
+    if cfg.optimizer == "beta-lasso":
+        groups = beta_lasso_param_groups(
+            model, cfg.lam, cfg.lam_first, include_bias_and_norm=cfg.regularize_bias_and_norm
+        )
+        return BetaLasso(groups, lr=cfg.lr, lam=cfg.lam, beta=cfg.beta)
+    groups = sgd_param_groups(model, cfg.weight_decay, include_bias_and_norm=cfg.regularize_bias_and_norm)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr for optimizer step ``step`` (0-based): linear warm-up, then cosine to 0
+    at ``total_steps`` (per step, T = total steps) or constant."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    import math
+
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))

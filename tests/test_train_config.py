@@ -1,0 +1,82 @@
+"""TrainConfig: defaults, YAML round-trip, validation errors, CLI-style overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from convemerge.errors import ConfigError
+from convemerge.train.config import TrainConfig, merge_overrides, parse_option_pairs
+
+
+def test_every_field_has_a_default_and_a_comment():
+    import inspect
+
+    src = inspect.getsource(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name
+        line = next(ln for ln in src.splitlines() if ln.strip().startswith(f"{f.name}:"))
+        assert "#" in line and len(line.split("#", 1)[1].strip()) > 5, f"{f.name} lacks a comment"
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = TrainConfig(model="vanilla-cnn", alpha=3, model_options={"depth": 4, "dropout": 0.1}, lam_first=2e-5,
+                      adam_betas=(0.8, 0.99), n_train=500, augment=False, pad_to=32, optimizer="beta-lasso")
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    back = TrainConfig.from_yaml(path)
+    assert back == cfg
+    assert isinstance(back.adam_betas, tuple)
+
+
+def test_partial_yaml_keeps_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: s-conv\nlr: 0.01\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert cfg.model == "s-conv" and cfg.lr == 0.01 and cfg.batch_size == TrainConfig().batch_size
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("lrr: 0.1\n", "unknown option(s) lrr"),
+        ("optimizer: rmsprop\n", "optimizer='rmsprop' is invalid"),
+        ("val_fraction: 1.0\n", "val_fraction"),
+        ("epochs: 0\n", "epochs"),
+        ("momentum: 0\nnesterov: true\n", "nesterov"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("model: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_is_one_line_config_error(tmp_path, text, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_yaml(path)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        TrainConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_overrides_beat_file_and_none_means_unset():
+    base = TrainConfig(model="s-fc", lr=0.5, model_options={"depth": 3, "width": 8})
+    cfg = merge_overrides(base, {"lr": 0.1, "model": None, "model_options": {"width": 16}})
+    assert cfg.lr == 0.1 and cfg.model == "s-fc"
+    assert cfg.model_options == {"depth": 3, "width": 16}
+
+
+def test_parse_option_pairs_types():
+    assert parse_option_pairs(["depth=4", "dropout=0.5", "bias=false", "name=abc", "kernel-size=5"]) == {
+        "depth": 4, "dropout": 0.5, "bias": False, "name": "abc", "kernel_size": 5}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_option_pairs(["depth"])
+
+
+def test_default_run_dir():
+    assert str(TrainConfig(model="s-fc", dataset="mnist", optimizer="sgd", seed=3).run_dir()).endswith(
+        "s-fc-mnist-sgd-s3")
