@@ -1,0 +1,241 @@
+"""Declarative recipes: an experiment is models × optimizers × a hyperparameter grid × seeds, expanded into jobs.
+
+A :class:`Recipe` lists :class:`Arm` s (one model with one optimizer: its fixed settings and the grid of settings
+tuned on the validation split) and the datasets and seeds they run on. :meth:`Recipe.jobs` expands it into a flat
+list of :class:`Job` s, each a full set of ``TrainConfig`` fields with a stable run id (a hash of those fields) and
+its run directory ``out/<experiment>/<run_id>``. A job may also be a *callable* (``kind="callable"``): a function
+named ``"module:function"`` called as ``fn(out=<run dir>, **config)``, which must write ``summary.json`` there
+when done — the hook for experiments that are not a training run (kernel machines, AGOP analyses).
+
+Example::
+
+    >>> r = Recipe(name="demo", scale="quick", datasets=("mnist-5k",), seeds=(0, 1), epochs=2,
+    ...            arms=(Arm("s-fc/sgd", model="s-fc", optimizer="sgd", alpha=2,
+    ...                      grid={"weight_decay": (0.0, 5e-4)}),))
+    >>> len(r.jobs("runs"))   # 2 grid points × 2 seeds
+    4
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convemerge.errors import ConfigError
+
+__all__ = ["Arm", "Recipe", "Job", "CallableSpec", "run_id", "EXECUTION_FIELDS", "grid_points"]
+
+# TrainConfig fields that change where or how fast a run executes, not what it computes: left out of the run id
+# so the same recipe gives the same ids on a laptop and on a cluster.
+EXECUTION_FIELDS = frozenset({"out", "device", "compile", "num_threads", "data_dir", "log_every", "eval_batch_size"})
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-stable form: tuples -> lists, floats as repr-exact, dict keys sorted by json.dumps."""
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def run_id(config: Mapping[str, Any], kind: str = "train", target: str | None = None) -> str:
+    """Stable, readable id of a job: ``<model>-<optimizer>-<dataset>-s<seed>-<10 hex of sha256(config)>``.
+
+    Execution-only fields (:data:`EXECUTION_FIELDS`) do not enter the hash. Only the fields the recipe sets are
+    hashed, so a new TrainConfig field with a default does not rename finished runs.
+    """
+    body = {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
+    payload = json.dumps({"kind": kind, "target": target, "config": _canonical(body)}, sort_keys=True)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
+    if kind == "train":
+        head = f"{config.get('model', 'run')}-{config.get('optimizer', '')}-{config.get('dataset', '')}"
+    else:
+        head = (target or "job").rsplit(":", 1)[-1].replace("_", "-")
+        if "dataset" in config:
+            head += f"-{config['dataset']}"
+    seed = f"-s{config['seed']}" if "seed" in config else ""
+    return f"{head}{seed}-{digest}".replace("/", "_")
+
+
+def grid_points(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Cartesian product of a grid ``{field: candidates}`` in the given key order (last key varies fastest).
+
+    A candidate that is a dict sets several fields at once (e.g. ``{"beta": 0, "lam": 0}``): the key of such an
+    axis is a label only.
+    """
+    if not grid:
+        return [{}]
+    keys = list(grid)
+    axes = []
+    for k in keys:
+        values = grid[k]
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ConfigError(f"grid axis {k!r} must list candidate values, got {values!r}")
+        values = list(values)
+        if not values:
+            raise ConfigError(f"grid axis {k!r} has no candidate values; give at least one")
+        axes.append(values)
+    points = []
+    for combo in itertools.product(*axes):
+        point: dict[str, Any] = {}
+        for k, v in zip(keys, combo):
+            if isinstance(v, Mapping):
+                point.update(v)
+            else:
+                point[k] = v
+        points.append(point)
+    return points
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One model with one optimizer: fixed settings and a grid tuned on the validation split."""
+
+    name: str  # unique within its recipe, e.g. "s-fc/beta-lasso-b50"
+    model: str  # registered model name
+    optimizer: str  # sgd | adam | beta-lasso
+    alpha: int | None = None  # base channel count α (None: the model's default)
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields fixed for this arm
+    grid: Mapping[str, Any] = field(default_factory=dict)  # tuned TrainConfig fields -> candidates
+    tags: Mapping[str, Any] = field(default_factory=dict)  # what the report shows (row, method, family, ...)
+    datasets: tuple[str, ...] | None = None  # override the recipe's datasets for this arm
+
+
+@dataclass(frozen=True)
+class CallableSpec:
+    """A non-training job of a recipe: ``target`` ("module:function") called with ``kwargs`` and ``out``."""
+
+    name: str
+    target: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    per_seed: bool = True  # one job per seed (kwargs get "seed") or a single job
+    per_dataset: bool = True  # one job per dataset (kwargs get "dataset") or a single job
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: a training run (``config`` = TrainConfig fields) or a callable (``config`` = kwargs)."""
+
+    kind: str  # "train" | "callable"
+    experiment: str
+    arm: str
+    dataset: str | None
+    seed: int | None
+    hparams: Mapping[str, Any]  # the tuned values of this grid point (a subset of config)
+    config: Mapping[str, Any]
+    run_id: str
+    out: str  # run directory
+    target: str | None = None  # "module:function" for callables
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "experiment": self.experiment, "arm": self.arm, "dataset": self.dataset,
+            "seed": self.seed, "hparams": _canonical(dict(self.hparams)), "config": _canonical(dict(self.config)),
+            "run_id": self.run_id, "out": self.out, "target": self.target,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Job:
+        return cls(**{k: d.get(k) for k in ("kind", "experiment", "arm", "dataset", "seed", "hparams", "config",
+                                             "run_id", "out", "target")})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A paper table or figure at one scale, as data. See the module docstring."""
+
+    name: str  # experiment name (registry key), e.g. "table2"
+    scale: str  # quick | cpu | paper
+    datasets: tuple[str, ...]
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 400
+    base: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields common to every arm
+    callables: tuple[CallableSpec, ...] = ()
+    description: str = ""  # one paragraph for the report: what is run and how it differs from the paper
+    notes: Mapping[str, Any] = field(default_factory=dict)  # free-form settings the report reads (e.g. fit target)
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.arms] + [c.name for c in self.callables]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"recipe {self.name}: arm names must be unique, repeated: {', '.join(dup)}")
+        if not self.seeds:
+            raise ConfigError(f"recipe {self.name}: give at least one seed")
+
+    def with_overrides(self, *, seeds: int | None = None, datasets: tuple[str, ...] | None = None) -> Recipe:
+        """This recipe with ``seeds`` seeds (0..seeds-1) and/or other datasets."""
+        from dataclasses import replace
+
+        changes: dict[str, Any] = {}
+        if seeds is not None:
+            if seeds < 1:
+                raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+            changes["seeds"] = tuple(range(seeds))
+        if datasets:
+            changes["datasets"] = tuple(datasets)
+            # an explicit --dataset applies to every arm, including those with their own default
+            changes["arms"] = tuple(replace(a, datasets=None) for a in self.arms)
+        return replace(self, **changes) if changes else self
+
+    def arm(self, name: str) -> Arm:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def jobs(self, out: str | Path) -> list[Job]:
+        """Every job of the recipe, in a stable order (arm, dataset, grid point, seed); identical configs once."""
+        root = Path(out) / self.name
+        jobs: list[Job] = []
+        seen: set[str] = set()
+        for arm in self.arms:
+            for dataset in arm.datasets or self.datasets:
+                for point in grid_points(arm.grid):
+                    for seed in self.seeds:
+                        config = {**self.base, "model": arm.model, "optimizer": arm.optimizer,
+                                  "dataset": dataset, "epochs": self.epochs}
+                        if arm.alpha is not None:
+                            config["alpha"] = arm.alpha
+                        config.update({**dict(arm.fixed), **point, "seed": seed})
+                        rid = run_id(config)
+                        if rid in seen:
+                            continue
+                        seen.add(rid)
+                        jobs.append(Job("train", self.name, arm.name, dataset, seed, point, config, rid,
+                                        str(root / rid)))
+        for spec in self.callables:
+            for dataset in (self.datasets if spec.per_dataset else (None,)):
+                for seed in (self.seeds if spec.per_seed else (None,)):
+                    kwargs = dict(spec.kwargs)
+                    if dataset is not None:
+                        kwargs["dataset"] = dataset
+                    if seed is not None:
+                        kwargs["seed"] = seed
+                    rid = run_id(kwargs, kind="callable", target=spec.target)
+                    if rid in seen:
+                        continue
+                    seen.add(rid)
+                    jobs.append(Job("callable", self.name, spec.name, dataset, seed, {}, kwargs, rid,
+                                    str(root / rid), target=spec.target))
+        return jobs
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description (written to the experiment's manifest)."""
+        return _canonical({
+            "name": self.name, "scale": self.scale, "datasets": self.datasets, "seeds": self.seeds,
+            "epochs": self.epochs, "base": dict(self.base), "description": self.description,
+            "notes": dict(self.notes),
+            "arms": [{"name": a.name, "model": a.model, "optimizer": a.optimizer, "alpha": a.alpha,
+                      "fixed": dict(a.fixed), "grid": {k: list(v) for k, v in a.grid.items()},
+                      "tags": dict(a.tags), "datasets": a.datasets} for a in self.arms],
+            "callables": [{"name": c.name, "target": c.target, "kwargs": dict(c.kwargs), "tags": dict(c.tags)}
+                          for c in self.callables],
+        })

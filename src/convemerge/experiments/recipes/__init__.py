@@ -1,0 +1,1 @@
+"""One module per experiment; each registers its builders with ``register_recipe`` (imported by the registry)."""

@@ -1,0 +1,128 @@
+"""What each scale means: data, widths, epochs, seeds and the tuning grids shared by the recipes.
+
+- ``quick``: embedded offline data (``mnist-5k``; ``digits`` for the α sweep and the ResNet kernels), tiny widths,
+  a few epochs and reduced grids — the whole ``all`` target in a few minutes on two CPU cores. λ is larger than
+  the paper's because β-LASSO gets a few hundred steps instead of hundreds of thousands: with the paper's λ the
+  L1 step would not move any weight in that time.
+- ``cpu``: full MNIST, Fashion-MNIST and CIFAR-10, small α, tens of epochs, reduced grids (hours on a CPU).
+- ``paper``: the paper's α (150 shallow, 15 deep), epochs (400 / 4000), batch 512, CIFAR-10/100 and SVHN and the
+  full grids of Appendix A.2 (meant for GPUs). Augmentation is each dataset's default (crop + flip for CIFAR),
+  not the paper's Fast AutoAugment, which the library does not implement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The paper's grids (Appendix A.2)
+PAPER_MOMENTUM = (0.0, 0.9)
+PAPER_WEIGHT_DECAY = (0.0, 1e-4, 2e-4, 5e-4, 1e-3)
+PAPER_LAMBDA = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Settings one scale gives every recipe."""
+
+    name: str
+    datasets: tuple[str, ...]  # main datasets (tables, Figs. 3-4)
+    sweep_datasets: tuple[str, ...]  # datasets for the costly families (Fig. 2's α sweep, Fig. 5's ResNets)
+    shallow_alpha: int  # α of S-CONV / S-LOCAL / S-FC / 3-FC
+    deep_alpha: int  # α of D-CONV / D-LOCAL / D-FC
+    resnet_alpha: int  # ResNet18 base width for Fig. 5
+    alpha_sweep: dict[str, tuple[int, ...]]  # Fig. 2: family -> α values
+    epochs: int  # the paper's "400" budget
+    long_epochs: int  # the paper's "4000" budget (Table 2, Table 1's second column)
+    table1_epochs: tuple[int, ...]  # Table 1 columns
+    sweep_epochs: int  # Fig. 2 / Fig. 5
+    seeds: tuple[int, ...]
+    base: dict[str, Any]  # TrainConfig fields for every run
+    sgd_grid: dict[str, tuple]  # SGD baselines' tuned hyperparameters
+    lasso_grid: dict[str, tuple]  # β-LASSO's tuned λ (first layer and the rest)
+    sgd_fixed: dict[str, Any]  # SGD settings where nothing is tuned (Figs. 2, 4, 5)
+    lasso_fixed: dict[str, Any]  # β-LASSO settings where nothing is tuned (Figs. 3, 4, 5)
+    fit_target: float  # Fig. 2: training accuracy that counts as "fits the training set"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+QUICK = Scale(
+    name="quick",
+    datasets=("mnist-5k",),
+    sweep_datasets=("digits",),
+    shallow_alpha=2,
+    deep_alpha=1,
+    resnet_alpha=4,
+    alpha_sweep={"resnet18": (1, 2, 4), "d-conv": (1, 2, 4), "s-conv": (1, 2, 4), "3-fc": (1, 2, 4)},
+    epochs=4,
+    long_epochs=8,
+    table1_epochs=(4,),
+    sweep_epochs=8,
+    seeds=(0, 1),
+    base={"batch_size": 128, "lr": 0.1, "val_fraction": 0.1, "schedule": "cosine", "device": "cpu"},
+    sgd_grid={"momentum": (0.9,), "weight_decay": (0.0, 5e-4)},
+    lasso_grid={"lam_first": (1e-4, 5e-4), "lam": (5e-5,)},
+    sgd_fixed={"momentum": 0.9, "weight_decay": 5e-4},
+    lasso_fixed={"lam_first": 5e-4, "lam": 5e-5},
+    fit_target=0.99,
+)
+
+CPU = Scale(
+    name="cpu",
+    datasets=("mnist", "fashion-mnist", "cifar10"),
+    sweep_datasets=("fashion-mnist",),
+    shallow_alpha=8,
+    deep_alpha=2,
+    resnet_alpha=8,
+    alpha_sweep={"resnet18": (2, 4, 8), "d-conv": (1, 2, 4, 8), "s-conv": (2, 4, 8, 16), "3-fc": (2, 4, 8, 16)},
+    epochs=30,
+    long_epochs=100,
+    table1_epochs=(30,),
+    sweep_epochs=30,
+    seeds=(0, 1, 2),
+    base={"batch_size": 256, "lr": 0.1, "val_fraction": 0.1, "schedule": "cosine"},
+    sgd_grid={"momentum": (0.0, 0.9), "weight_decay": (0.0, 5e-4)},
+    lasso_grid={"lam_first": (2e-5, 1e-4), "lam": (5e-6, 2e-5)},
+    sgd_fixed={"momentum": 0.9, "weight_decay": 5e-4},
+    lasso_fixed={"lam_first": 1e-4, "lam": 2e-5},
+    fit_target=0.99,
+)
+
+PAPER = Scale(
+    name="paper",
+    datasets=("cifar10", "cifar100", "svhn"),
+    sweep_datasets=("cifar10",),
+    shallow_alpha=150,
+    deep_alpha=15,
+    resnet_alpha=64,
+    alpha_sweep={"resnet18": (8, 16, 32, 64, 128), "d-conv": (4, 8, 16, 32, 64),
+                 "s-conv": (16, 32, 64, 128, 256), "3-fc": (16, 32, 64, 128, 256)},
+    epochs=400,
+    long_epochs=4000,
+    table1_epochs=(400, 4000),
+    sweep_epochs=400,
+    seeds=(0, 1, 2),
+    base={"batch_size": 512, "lr": 0.1, "val_fraction": 0.1, "schedule": "cosine", "amp": "auto"},
+    sgd_grid={"momentum": PAPER_MOMENTUM, "weight_decay": PAPER_WEIGHT_DECAY},
+    lasso_grid={"lam_first": PAPER_LAMBDA, "lam": PAPER_LAMBDA},
+    sgd_fixed={"momentum": 0.9, "weight_decay": 5e-4},
+    lasso_fixed={"lam_first": 2e-5, "lam": 1e-6},
+    fit_target=0.99,
+)
+
+SCALE_SETTINGS = {s.name: s for s in (QUICK, CPU, PAPER)}
+
+
+def settings(scale: str) -> Scale:
+    return SCALE_SETTINGS[scale]
+
+
+# Labels as the paper prints them
+LABELS = {"d-conv": "D-CONV", "d-local": "D-LOCAL", "d-fc": "D-FC", "s-conv": "S-CONV", "s-local": "S-LOCAL",
+          "s-fc": "S-FC", "3-fc": "3-FC", "resnet18": "ResNet18"}
+DEEP = ("d-conv", "d-local", "d-fc")
+SHALLOW = ("s-conv", "s-local", "s-fc", "3-fc")
+
+
+def alpha_for(model: str, sc: Scale) -> int:
+    return sc.deep_alpha if model in DEEP else sc.shallow_alpha

@@ -1,0 +1,24 @@
+"""Fig. 3: non-zero weights per S-FC layer per epoch under β-LASSO, with the S-CONV and S-LOCAL counts of the
+same layer (from the architectures at the same α and input size) as reference lines."""
+
+from __future__ import annotations
+
+from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
+from convemerge.experiments.recipes._scales import settings
+from convemerge.experiments.registry import register_recipe
+
+
+@register_recipe("fig3", order=40)
+def fig3(scale: str) -> Recipe:
+    sc = settings(scale)
+    a = sc.shallow_alpha
+    arm = Arm("s-fc/beta-lasso", model="s-fc", optimizer="beta-lasso", alpha=a,
+              fixed={"beta": 50.0, **sc.lasso_fixed}, tags={"row": "S-FC", "method": "β-LASSO β=50"})
+    counts = CallableSpec("reference-counts", "convemerge.experiments.postprocess:architecture_counts",
+                          kwargs={"models": ["s-fc", "s-conv", "s-local"], "alpha": a}, per_seed=False)
+    return Recipe(
+        name="fig3", scale=scale, datasets=sc.datasets, arms=(arm,), seeds=sc.seeds, epochs=sc.long_epochs,
+        base=sc.base, callables=(counts,),
+        description=(f"S-FC α={a} with β-LASSO β=50, {dict(sc.lasso_fixed)}, {sc.long_epochs} epochs; non-zero "
+                     f"weights of each layer logged every epoch."),
+    )

@@ -1,0 +1,102 @@
+"""``reproduce(experiment, scale)``: expand recipes into jobs, write each experiment's manifest, run the jobs.
+
+Layout under ``out``::
+
+    <out>/<experiment>/manifest.json     the recipe (arms, grids, seeds, notes), its jobs, the command
+    <out>/<experiment>/<run_id>/         one run directory per job (config.yaml, metrics.jsonl, summary.json, ...)
+
+The report (``convemerge report <out>``) reads only these files.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from convemerge.experiments.recipe import Job, Recipe
+from convemerge.experiments.registry import expand_experiments, get_recipe
+from convemerge.experiments.runner import RunReport, run_jobs
+
+__all__ = ["ReproduceResult", "reproduce", "write_manifest", "read_manifest", "MANIFEST", "default_out"]
+
+MANIFEST = "manifest.json"
+
+
+def default_out(scale: str) -> Path:
+    """Where ``reproduce`` writes when no ``--out`` is given."""
+    return Path("runs") / f"reproduce-{scale}"
+
+
+def _command(argv: Sequence[str] | None) -> str:
+    args = list(argv) if argv is not None else sys.argv[1:]
+    return "convemerge " + " ".join(shlex.quote(a) for a in args)
+
+
+def write_manifest(recipe: Recipe, jobs: list[Job], out: str | Path, *, command: str) -> Path:
+    """Write ``<out>/<experiment>/manifest.json`` (atomically) and return its path."""
+    from convemerge import __version__
+
+    path = Path(out) / recipe.name / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "experiment": recipe.name,
+        "scale": recipe.scale,
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "version": __version__,
+        "python": platform.python_version(),
+        "recipe": recipe.to_dict(),
+        "jobs": [j.to_dict() | {"out": str(Path(j.out).relative_to(Path(out)))} for j in jobs],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A manifest, with each job's ``out`` resolved against the runs folder (two levels up)."""
+    path = Path(path)
+    record = json.loads(path.read_text())
+    root = path.parent.parent
+    for job in record.get("jobs", []):
+        job["out"] = str(root / job["out"])
+    return record
+
+
+@dataclass
+class ReproduceResult:
+    out: Path
+    experiments: list[str]
+    manifests: list[Path]
+    run: RunReport
+
+
+def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None = None,
+              datasets: Sequence[str] | None = None, seeds: int | None = None, workers: int = 1,
+              ray_address: str | None = None, threads: int | None = None, argv: Sequence[str] | None = None,
+              log: Callable[[str], None] | None = print) -> ReproduceResult:
+    """Run ``experiment`` (or ``all``) at ``scale``; finished runs are skipped, interrupted ones resumed."""
+    out = Path(out) if out is not None else default_out(scale)
+    names = expand_experiments(experiment, scale)
+    command = _command(argv)
+    jobs: list[Job] = []
+    manifests = []
+    for name in names:
+        recipe = get_recipe(name, scale).with_overrides(seeds=seeds, datasets=tuple(datasets) if datasets else None)
+        rjobs = recipe.jobs(out)
+        manifests.append(write_manifest(recipe, rjobs, out, command=command))
+        jobs.extend(rjobs)
+        if log:
+            log(f"{name}: {len(rjobs)} job(s) ({len(recipe.arms)} arm(s), seeds {list(recipe.seeds)})")
+    report = run_jobs(jobs, workers=workers, ray_address=ray_address, threads=threads, log=log)
+    if log:
+        log(report.line())
+    return ReproduceResult(out, names, manifests, report)

@@ -1,0 +1,247 @@
+"""Execute jobs: skip finished runs, resume interrupted ones, in N local worker processes or as Ray tasks.
+
+- A job is *finished* when its run directory holds ``summary.json`` with a final status; it is then skipped.
+  A directory with a checkpoint but no summary is an interrupted run and is resumed (``train(..., resume=True)``).
+- The same run id in several experiments (identical configs) runs once; the other experiment directories get a
+  relative symbolic link to it.
+- ``workers`` local processes (spawned, so no thread pools are inherited) each set ``torch.set_num_threads(
+  cores // workers)``. With ``ray_address`` the same jobs become Ray tasks (``num_cpus`` = threads per job); the
+  run directories must then be on a filesystem every Ray node sees. ``ray_address="local"`` starts a local Ray.
+- A job that raises is recorded (``error.txt`` in its run directory) and the others go on; the returned
+  :class:`RunReport` lists failures.
+- After a train job, :func:`convemerge.experiments.postprocess.analyse_run` writes ``analysis.json`` (description
+  length, first-layer locality, Fig. 4 filters) next to the run, so the report only reads files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from convemerge.errors import ConfigError
+from convemerge.experiments.recipe import Job
+
+__all__ = ["RunReport", "run_jobs", "execute_job", "is_finished", "available_cores"]
+
+_NOT_FINAL = ("incomplete", "running", "failed")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a final ``summary.json`` (a torn or non-final one does not count)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("status") not in _NOT_FINAL
+
+
+@dataclass
+class RunReport:
+    """What :func:`run_jobs` did."""
+
+    ran: list[str] = field(default_factory=list)  # run ids trained (or resumed) now
+    skipped: list[str] = field(default_factory=list)  # already finished
+    linked: list[str] = field(default_factory=list)  # "<experiment>/<run id>" pointing at an identical run
+    failed: dict[str, str] = field(default_factory=dict)  # run id -> one-line error
+    seconds: dict[str, float] = field(default_factory=dict)  # run id -> wall time of its job
+    wall_time: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return (f"{len(self.ran)} ran, {len(self.skipped)} already finished, {len(self.linked)} linked, "
+                f"{len(self.failed)} failed in {self.wall_time:.1f} s")
+
+
+# ----------------------------------------------------------------------------- one job (runs in a worker)
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+
+
+def _call(target: str, **kwargs: Any) -> Any:
+    module, _, name = target.partition(":")
+    if not name:
+        raise ConfigError(f"callable job target {target!r} must be 'module:function'")
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool = True) -> dict[str, Any]:
+    """Run one job (a :meth:`Job.to_dict`) to completion in this process; returns ``{"run_id", "status",
+    "seconds", "error"}``. Never raises for the job's own errors (they are returned and written to error.txt)."""
+    start = time.perf_counter()
+    out = Path(job["out"])
+    try:
+        if threads:
+            _init_worker(threads)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "error.txt").unlink(missing_ok=True)
+        if job["kind"] == "train":
+            if not is_finished(out):
+                from convemerge.train import TrainConfig, train
+
+                fields = {**job["config"], "out": str(out)}
+                if threads:
+                    fields["num_threads"] = threads
+                cfg = TrainConfig.from_dict(fields, source=f"job {job['run_id']}")
+                # an interrupted run (a config and a checkpoint are there) continues where it stopped
+                resume = (out / "config.yaml").exists() and (out / "checkpoints").exists()
+                train(cfg, resume=resume, progress=False)
+            if analyse and not (out / "analysis.json").exists():
+                from convemerge.experiments.postprocess import analyse_run
+
+                analyse_run(out)
+        elif job["kind"] == "callable":
+            if not is_finished(out):
+                _call(job["target"], out=str(out), **job["config"])
+                if not is_finished(out):
+                    raise RuntimeError(f"callable {job['target']} returned without writing summary.json")
+        else:
+            raise ConfigError(f"unknown job kind {job['kind']!r}; use 'train' or 'callable'")
+        return {"run_id": job["run_id"], "status": "ok", "seconds": time.perf_counter() - start, "error": None}
+    except BaseException as exc:  # noqa: BLE001 - a worker must report, not die
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        line = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        try:
+            (out / "error.txt").write_text(line + "\n\n" + traceback.format_exc())
+        except OSError:
+            pass
+        return {"run_id": job["run_id"], "status": "failed", "seconds": time.perf_counter() - start, "error": line}
+
+
+# ----------------------------------------------------------------------------- many jobs
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+
+
+def _existing_twin(job: Job) -> Path | None:
+    """A finished run with the same id in a sibling experiment directory (from an earlier invocation)."""
+    root = Path(job.out).parent.parent
+    for cand in sorted(root.glob(f"*/{job.run_id}")):
+        if cand != Path(job.out) and not cand.is_symlink() and is_finished(cand):
+            return cand
+    return None
+
+
+def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None = None, threads: int | None = None,
+             analyse: bool = True, log: Callable[[str], None] | None = print) -> RunReport:
+    """Run every job not yet finished (see the module docstring) and return what happened."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    log = log or (lambda _msg: None)
+    report = RunReport()
+    start = time.perf_counter()
+    primary: dict[str, Job] = {}
+    twins: list[Job] = []
+    todo: list[Job] = []
+    for job in jobs:
+        if job.run_id in primary:  # identical config in another experiment: link after it has run
+            if Path(job.out) != Path(primary[job.run_id].out):
+                twins.append(job)
+            continue
+        primary[job.run_id] = job
+        out = Path(job.out)
+        if is_finished(out) and (not analyse or job.kind != "train" or (out / "analysis.json").exists()):
+            report.skipped.append(job.run_id)
+            continue
+        twin = None if out.exists() else _existing_twin(job)
+        if twin is not None:
+            _link(twin, out)
+            report.linked.append(f"{job.experiment}/{job.run_id}")
+            continue
+        todo.append(job)
+
+    threads = threads or max(1, available_cores() // workers)
+    total = len(todo)
+    if total:
+        where = f"Ray at {ray_address}" if ray_address else f"{workers} worker(s) × {threads} thread(s)"
+        log(f"running {total} job(s) on {where} ({len(report.skipped)} already finished)")
+
+    def record(result: dict[str, Any], done: int) -> None:
+        rid = result["run_id"]
+        report.seconds[rid] = result["seconds"]
+        job = primary[rid]
+        if result["status"] == "ok":
+            report.ran.append(rid)
+            log(f"[{done}/{total}] {job.experiment}/{rid} done in {result['seconds']:.1f} s")
+        else:
+            report.failed[rid] = result["error"]
+            log(f"[{done}/{total}] {job.experiment}/{rid} FAILED: {result['error']} (see {job.out}/error.txt)")
+
+    payloads = [j.to_dict() for j in todo]
+    if ray_address:
+        _run_ray(payloads, ray_address, threads, workers, analyse, record)
+    elif workers == 1 or total <= 1:
+        # in-process: no spawn cost
+        for i, p in enumerate(payloads, 1):
+            record(execute_job(p, threads if threads else None, analyse), i)
+    else:
+        ctx = get_context("spawn")  # fresh interpreters: no forked OpenMP pools, no shared torch state
+        with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = [pool.submit(execute_job, p, threads, analyse) for p in payloads]
+            for i, fut in enumerate(as_completed(futures), 1):
+                record(fut.result(), i)
+
+    for job in twins:
+        src = Path(primary[job.run_id].out)
+        if Path(job.out).exists() or not is_finished(src):
+            continue
+        _link(src, Path(job.out))
+        report.linked.append(f"{job.experiment}/{job.run_id}")
+    report.wall_time = time.perf_counter() - start
+    return report
+
+
+def _run_ray(payloads: list[dict], address: str, threads: int, workers: int, analyse: bool, record) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray-address needs Ray; install it with: pip install 'convemerge[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=workers * threads, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=threads, max_retries=0)(execute_job)
+        pending = [remote.remote(p, threads, analyse) for p in payloads]
+        done = 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            done += 1
+            record(ray.get(ready[0]), done)
+    finally:
+        if started:
+            ray.shutdown()
