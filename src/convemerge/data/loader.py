@@ -1,0 +1,108 @@
+"""``ImageLoader``: batches cut by index from a data set held whole in memory (on the target device), with
+augmentation and standardisation done on the device, vectorised over the batch.
+
+All randomness — each epoch's permutation, each batch's crop offsets and flips — is drawn from one CPU
+``torch.Generator`` in a fixed order (permutation when an epoch starts; then per batch: offsets, flips), and only
+then moved to the device. So CPU and CUDA runs see the same numbers, and saving ``generator.get_state()`` at an
+epoch boundary and restoring it later reproduces the following epochs exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from convemerge.errors import ConfigError
+
+from .imagedata import ImageData
+
+PAD = 4  # pixels of zero padding before a random crop back to the original size
+
+
+def random_crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = PAD) -> torch.Tensor:
+    """Crop each image of ``x`` (B, C, H, W) from its zero-padded copy at ``offsets`` (B, 2) (row, column, each in
+    0..2*pad), mirrored left-right where ``flips`` (B,) is true. One gather for the whole batch, no Python loop."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = offsets[:, 0:1] + ar_h                                        # (B, H)
+    cols = offsets[:, 1:2] + torch.where(flips[:, None], (w - 1) - ar_w, ar_w)  # (B, W)
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class ImageLoader:
+    """Iterate over ``data`` in batches of ``(x, y)``: x float32 (B, C, H, W) standardised with
+    ``data.mean``/``data.std``, y int64 (B,), both on ``device``.
+
+    ``augment=True`` applies random crop (4-pixel zero padding) + horizontal flip, but only where it is meaningful
+    for the data (``data.augment``: CIFAR yes; digits, MNIST-likes, SVHN and the synthetic tasks no); to force it,
+    pass ``dataclasses.replace(data, augment=True)``. ``generator`` must be a CPU generator; without one, a new
+    generator is seeded from torch's global generator (so ``torch.manual_seed`` still makes runs repeatable).
+
+    >>> import torch
+    >>> from convemerge.data import load_dataset
+    >>> loader = ImageLoader(load_dataset("digits"), 256, shuffle=True, generator=torch.Generator().manual_seed(0))
+    >>> x, y = next(iter(loader))
+    >>> x.shape, x.dtype, y.dtype, len(loader)
+    (torch.Size([256, 1, 8, 8]), torch.float32, torch.int64, 6)
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+                 generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                 drop_last: bool = False):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if generator is not None and generator.device.type != "cpu":
+            raise ConfigError("ImageLoader needs a CPU torch.Generator (random numbers are drawn on the CPU, "
+                              "then moved), got one on " + str(generator.device))
+        if len(data) == 0:
+            raise ConfigError(f"{data.name} {data.split}: cannot batch an empty data set")
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.augment = bool(augment and data.augment)
+        self.drop_last = drop_last
+        self.device = torch.device(device)
+        if generator is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+            generator = torch.Generator().manual_seed(seed)
+        self.generator = generator
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        mean = torch.tensor(data.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(data.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        if mean.shape[1] != data.in_chans or std.shape[1] != data.in_chans or bool((std <= 0).any()):
+            raise ConfigError(f"{data.name}: mean/std must give one value per channel ({data.in_chans}), std > 0")
+        unit = 255.0 if data.images.dtype == torch.uint8 else 1.0
+        # (x / unit - mean) / std folded into one multiply-add
+        self._scale = 1.0 / (unit * std)
+        self._shift = -mean / std
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw images (uint8 or float) on the loader's device -> standardised float32."""
+        return torch.addcmul(self._shift, x.to(torch.float32), self._scale)
+
+    def __iter__(self):
+        n = len(self.data)
+        gen = self.generator
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.augment:
+                offsets = torch.randint(0, 2 * PAD + 1, (idx.shape[0], 2), generator=gen)
+                flips = torch.rand(idx.shape[0], generator=gen) < 0.5
+            idx_d = idx.to(self.device, non_blocking=True)
+            x = self.images[idx_d]
+            if self.augment:
+                x = random_crop_flip(x, offsets.to(self.device, non_blocking=True),
+                                     flips.to(self.device, non_blocking=True))
+            yield self.standardise(x), self.labels[idx_d]
