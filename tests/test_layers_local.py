@@ -1,0 +1,147 @@
+"""LocallyConnected2d against a per-position loop, nn.Conv2d with shared filters, and autograd."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from convemerge.errors import ConfigError
+from convemerge.layers import LocallyConnected2d, locally_connected2d, output_size
+
+
+def loop_reference(x, weight, bias, k, stride, padding):
+    """The definition, one output position at a time (float64, no unfold)."""
+    (kh, kw), (sh, sw), (ph, pw) = k, stride, padding
+    xp = F.pad(x, (pw, pw, ph, ph))
+    ho = (x.shape[2] + 2 * ph - kh) // sh + 1
+    wo = (x.shape[3] + 2 * pw - kw) // sw + 1
+    out = x.new_zeros(x.shape[0], weight.shape[1], ho, wo)
+    for i in range(ho):
+        for j in range(wo):
+            patch = xp[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw].reshape(x.shape[0], -1)
+            out[:, :, i, j] = patch @ weight[i * wo + j].T
+    return out if bias is None else out + bias
+
+
+GEOMETRIES = [
+    # in_channels, out_channels, in_size, kernel, stride, padding
+    (3, 4, 8, 3, 1, 0),
+    (3, 4, 8, 3, 1, 1),
+    (2, 5, 9, 3, 2, 1),
+    (1, 3, 10, 9, 2, 4),
+    (2, 3, (6, 9), (3, 2), (2, 1), (1, 0)),
+    (3, 2, 7, 5, 3, 2),
+    (2, 2, 4, 1, 1, 0),
+]
+
+
+def _pairs(*vals):
+    return [v if isinstance(v, tuple) else (v, v) for v in vals]
+
+
+@pytest.mark.parametrize("cin,cout,size,k,s,p", GEOMETRIES)
+def test_matches_loop_reference(cin, cout, size, k, s, p):
+    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p).double()
+    hw, kk, ss, pp = _pairs(size, k, s, p)
+    x = torch.randn(3, cin, *hw, dtype=torch.float64)
+    ref = loop_reference(x, layer.weight, layer.bias, kk, ss, pp)
+    torch.testing.assert_close(layer(x), ref, rtol=1e-12, atol=1e-12)
+    assert layer(x).shape[2:] == output_size(hw, kk, ss, pp) == layer.out_size
+    assert layer.weight.shape == (math.prod(layer.out_size), cout, cin * kk[0] * kk[1])
+    assert layer.bias.shape == (cout, *layer.out_size)
+
+
+@pytest.mark.parametrize("cin,cout,size,k,s,p", GEOMETRIES)
+def test_gradients_match_loop_reference(cin, cout, size, k, s, p):
+    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p).double()
+    hw, kk, ss, pp = _pairs(size, k, s, p)
+    x = torch.randn(2, cin, *hw, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, layer.weight, layer.bias), g)
+    ref = loop_reference(x, layer.weight, layer.bias, kk, ss, pp)
+    want = torch.autograd.grad(ref, (x, layer.weight, layer.bias), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_gradcheck_float64():
+    layer = LocallyConnected2d(2, 3, (5, 6), 3, stride=(1, 2), padding=1).double()
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = layer.weight.detach().clone().requires_grad_()
+    b = layer.bias.detach().clone().requires_grad_()
+    fn = lambda x, w, b: locally_connected2d(x, w, b, kernel_size=3, stride=(1, 2), padding=1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_input_without_grad_gives_weight_grad_only():
+    layer = LocallyConnected2d(3, 4, 8, 3, stride=2, padding=1)
+    x = torch.randn(4, 3, 8, 8)
+    layer(x).square().sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    assert x.grad is None
+    # frozen weights, input gradient only
+    layer.weight.requires_grad_(False)
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (9, 2, 4), (5, 2, 0), (1, 1, 0)])
+def test_equals_conv_when_filters_are_shared(k, s, p):
+    conv = nn.Conv2d(3, 5, k, stride=s, padding=p).double()
+    layer = LocallyConnected2d(3, 5, 12, k, stride=s, padding=p).double()
+    with torch.no_grad():
+        layer.weight.copy_(conv.weight.reshape(1, 5, -1).expand_as(layer.weight))
+        layer.bias.copy_(conv.bias.view(5, 1, 1).expand_as(layer.bias))
+    x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_init_like_conv2d():
+    layer = LocallyConnected2d(3, 64, 32, 9, stride=2, padding=4)
+    conv = nn.Conv2d(3, 64, 9, stride=2, padding=4)
+    bound = 1 / math.sqrt(3 * 81)
+    assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound
+    # same distribution: uniform on ±bound, std bound/√3
+    assert abs(layer.weight.std().item() - conv.weight.std().item()) < 0.05 * bound
+    assert abs(layer.weight.std().item() - bound / math.sqrt(3)) < 0.01 * bound
+
+
+def test_no_bias_and_meta_device():
+    with torch.device("meta"):
+        layer = LocallyConnected2d(3, 150, 32, 9, stride=2, padding=4, bias=False)
+        y = layer(torch.empty(2, 3, 32, 32))
+    assert layer.bias is None and layer.weight.is_meta
+    assert y.shape == (2, 150, 16, 16)
+    assert layer.weight.numel() == 243 * 32 * 32 * 150 // 4
+
+
+def test_filters_as_images_reproduce_the_layer():
+    """Unit u = l·out + o: ⟨image_u, x⟩ + bias is the layer's output at (o, position l)."""
+    layer = LocallyConnected2d(2, 3, (7, 6), 3, stride=2, padding=1).double()
+    x = torch.randn(5, 2, 7, 6, dtype=torch.float64)
+    imgs = layer.filters_as_images()
+    n_pos = math.prod(layer.out_size)
+    assert imgs.shape == (n_pos * 3, 2, 7, 6)
+    pre = (x.reshape(5, -1) @ imgs.reshape(len(imgs), -1).T).reshape(5, n_pos, 3).permute(0, 2, 1)
+    want = (layer(x) - layer.bias).reshape(5, 3, n_pos)
+    torch.testing.assert_close(pre, want)
+    sub = torch.tensor([0, 4, len(imgs) - 1])
+    torch.testing.assert_close(layer.filters_as_images(sub), imgs[sub])
+
+
+def test_bad_geometry_and_input_raise_config_error():
+    with pytest.raises(ConfigError, match="does not fit"):
+        LocallyConnected2d(3, 4, 4, 7)
+    with pytest.raises(ConfigError, match="in_channels"):
+        LocallyConnected2d(0, 4, 8, 3)
+    with pytest.raises(ConfigError, match="kernel_size"):
+        LocallyConnected2d(3, 4, 8, (3, 3, 3))
+    layer = LocallyConnected2d(3, 4, 8, 3)
+    with pytest.raises(ConfigError, match="expects input"):
+        layer(torch.randn(2, 3, 9, 9))
