@@ -32,7 +32,7 @@ from convemerge.experiments.recipe import Job
 
 __all__ = ["RunReport", "run_jobs", "execute_job", "is_finished", "available_cores"]
 
-_NOT_FINAL = ("incomplete", "running", "failed")
+_NOT_FINAL = ("incomplete", "running", "interrupted", "failed")  # statuses of a run that may go on
 
 
 def available_cores() -> int:

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+_NOT_FINAL = ("incomplete", "running", "interrupted", "failed")
+
 __all__ = ["Candidate", "Selection", "mean_std", "candidates_by_arm", "select", "select_all", "hparams_key"]
 
 
@@ -119,8 +121,8 @@ def candidates_by_arm(jobs: Iterable[Mapping[str, Any]], summaries: Mapping[str,
             cand = cands[hkey] = Candidate(job["arm"], job.get("dataset"), dict(job.get("hparams") or {}), len(cands))
         seeds_per_group.setdefault(gkey, set()).add(job.get("seed"))
         summary = summaries.get(job["run_id"])
-        # a summary rebuilt from a half-written metrics log (status "incomplete") is not a finished run
-        finished = bool(summary) and summary.get("status") != "incomplete"
+        # a run still going (or stopped half-way) is not a finished seed; a diverged one is (it was tried)
+        finished = bool(summary) and summary.get("status") not in _NOT_FINAL
         cand.run_ids.append(job["run_id"])
         cand.seeds.append(job.get("seed"))
         cand.val.append(summary.get(val_key) if finished else None)
