@@ -117,13 +117,12 @@ def sparse_bound(train_error: float, dl: DescriptionLength, m: int, delta: float
 
 
 def model_description_length(model, bits: int = 8) -> DescriptionLength:
-    """Description length of a model's conv / local / linear weights (``model.weight_layers()``; biases and
-    normalisation parameters are excluded, as in the parameter counts)."""
-    if hasattr(model, "weight_layers"):
-        weights = [layer.module.weight for layer in model.weight_layers()]
-    else:  # any nn.Module: the weights of its conv / linear layers
-        weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
-    return description_length(weights, bits=bits)
+    """Description length of a model's conv / local / linear weights (``model.weight_layers()``, or the Conv /
+    Linear weights of a plain module; biases and normalisation parameters are excluded, as in the parameter
+    counts)."""
+    from convemerge.analysis.sparsity import weight_tensors
+
+    return description_length(list(weight_tensors(model).values()), bits=bits)
 
 
 def min_params_to_fit(points: Sequence[dict], target_train_acc: float) -> dict:
