@@ -199,6 +199,8 @@ def test_bad_hyperparameters_raise_value_error(cls, name, bad):
 def test_other_bad_inputs():
     with pytest.raises(ConfigError, match="foreach"):
         BetaLasso([nn.Parameter(torch.zeros(2))], lr=0.1, foreach="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="foreach"):
+        BetaLasso([{"params": [nn.Parameter(torch.zeros(2))], "foreach": 1}], lr=0.1)
     with pytest.raises(ConfigError, match="floating-point"):
         BetaLasso([torch.zeros(2, dtype=torch.int64)], lr=0.1)
     with pytest.raises(ConfigError, match="floating-point"):
@@ -213,6 +215,15 @@ def test_other_bad_inputs():
         "beta": 0.0,
         "foreach": None,
     }
+
+
+def test_named_parameters_are_accepted():
+    net = nn.Linear(3, 2)
+    opt = BetaLasso(net.named_parameters(), lr=0.1, lam=0.5, beta=10.0)  # threshold 5 > every weight
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+    assert net.weight.count_nonzero() == 0 and net.bias.count_nonzero() == 0
 
 
 def test_closure_loss_is_returned_and_computed_with_grad():

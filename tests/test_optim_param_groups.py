@@ -55,7 +55,9 @@ class _DeclaredModel(nn.Module):
 
 
 def test_sequential_fallback_groups():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 5), nn.Linear(5, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 5), nn.Linear(5, 2)
+    )
     groups = beta_lasso_param_groups(net, lam=1e-5, lam_first=4e-5)
     _assert_partition(net, groups)
     g = _by_name(groups)

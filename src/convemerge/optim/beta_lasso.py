@@ -40,7 +40,12 @@ from convemerge.errors import ConfigError
 __all__ = ["BetaLasso"]
 
 _HYPERPARAMETERS = ("lr", "lam", "beta")
-_INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+_INT_VIEW = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
 
 
 def _check_hyperparameter(name: str, value: Any, where: str) -> None:
@@ -96,6 +101,8 @@ class _BetaLassoBase(Optimizer):
         for name in _HYPERPARAMETERS:
             if name in param_group:
                 _check_hyperparameter(name, param_group[name], label)
+        if param_group.get("foreach") not in (None, True, False):
+            raise ConfigError(f"BetaLasso foreach{label} must be True, False or None, got {param_group['foreach']!r}")
         super().add_param_group(param_group)
         for p in self.param_groups[-1]["params"]:
             if not p.is_floating_point():  # also rejects complex: sign() and the threshold assume real values
@@ -163,7 +170,9 @@ class BetaLasso(_BetaLassoBase):
         return loss
 
 
-def _single_tensor_step(params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float) -> None:
+def _single_tensor_step(
+    params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float
+) -> None:
     # One scratch tensor alive at a time: on CPU a second large temporary costs page faults on every step.
     for p, g in zip(params, grads):
         if lam != 0.0:
@@ -178,7 +187,9 @@ def _single_tensor_step(params: list[torch.Tensor], grads: list[torch.Tensor], *
             torch.hardshrink(p, lambd, out=p)
 
 
-def _multi_tensor_step(params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float) -> None:
+def _multi_tensor_step(
+    params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float
+) -> None:
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])  # type: ignore[list-item]
     for (device_params, device_grads), _ in grouped.values():
         dtype = device_params[0].dtype
