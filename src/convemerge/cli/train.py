@@ -28,6 +28,7 @@ def train_command(
     dropout: Optional[float] = typer.Option(None, help="Dropout on the last two linear layers (model option).", rich_help_panel=_MODEL),
     dataset: Optional[str] = typer.Option(None, help="Dataset name (mnist, fashion-mnist, cifar10, ..., mnist-5k, digits).", rich_help_panel=_DATA),
     data_dir: Optional[str] = typer.Option(None, help="Dataset root folder.", rich_help_panel=_DATA),
+    data_opt: Optional[list[str]] = typer.Option(None, "--data-opt", help="Dataset option key=value (repeatable), e.g. --data-opt sigma=0.5.", rich_help_panel=_DATA),
     val_fraction: Optional[float] = typer.Option(None, help="Validation hold-out fraction of the train split.", rich_help_panel=_DATA),
     n_train: Optional[int] = typer.Option(None, help="Stratified subsample size of the training set.", rich_help_panel=_DATA),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Crop+flip augmentation (default: the dataset's).", rich_help_panel=_DATA),
@@ -64,8 +65,10 @@ def train_command(
     model_options = parse_option_pairs(opt)
     if dropout is not None:
         model_options["dropout"] = dropout
+    dataset_options = parse_option_pairs(data_opt)
     overrides = dict(
         model=model, alpha=alpha, model_options=model_options or None, dataset=dataset, data_dir=data_dir,
+        dataset_options=dataset_options or None,
         val_fraction=val_fraction, n_train=n_train, augment=augment, pad_to=pad_to, optimizer=optimizer, lr=lr,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, beta=beta, lam=lam, lam_first=lam_first,
         schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, batch_size=batch_size, loss=loss, seed=seed,
@@ -79,7 +82,8 @@ def train_command(
     else:
         base = TrainConfig()
     cfg = merge_overrides(base, overrides)
-    command = _command_line(config, {**overrides, "model_options": None}, opt, dropout, resume)
+    command = _command_line(config, {**overrides, "model_options": None, "dataset_options": None}, opt, data_opt,
+                            dropout, resume)
     result = train(cfg, resume=resume, progress=progress, command=command)
     s = result.summary
     if s.get("best_val_acc") is not None:
@@ -91,7 +95,7 @@ def train_command(
         print(f"done in {s['wall_time']:.1f}s; run: {result.run_dir}")
 
 
-def _command_line(config, overrides, opt, dropout, resume) -> str:
+def _command_line(config, overrides, opt, data_opt, dropout, resume) -> str:
     """The command as given (rebuilt from the parsed options, so it is the same however it was invoked)."""
     words = ["convemerge", "train"]
     if config is not None:
@@ -106,6 +110,8 @@ def _command_line(config, overrides, opt, dropout, resume) -> str:
             words += [flag, str(value)]
     for pair in opt or []:
         words += ["--opt", pair]
+    for pair in data_opt or []:
+        words += ["--data-opt", pair]
     if dropout is not None:
         words += ["--dropout", str(dropout)]
     if resume:

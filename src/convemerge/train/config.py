@@ -41,6 +41,7 @@ class TrainConfig:
     # --- data ---
     dataset: str = "cifar10"  # dataset name (convemerge.data.list_datasets())
     data_dir: str | None = None  # dataset root; None = the data package's default search paths
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # extra load_dataset options (e.g. sigma, n_train of synthetic tasks)
     val_fraction: float = 0.1  # stratified hold-out of the train split used for model selection (0 = none)
     n_train: int | None = None  # stratified, seeded subsample of the remaining train split; None = all of it
     augment: bool | None = None  # crop+flip augmentation; None = the dataset's default
@@ -92,8 +93,9 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {source}; known: {', '.join(sorted(known))}")
         values = dict(data)
-        if values.get("model_options") is None:
-            values["model_options"] = {}
+        for key in ("model_options", "dataset_options"):
+            if values.get(key) is None:
+                values[key] = {}
         if "adam_betas" in values and values["adam_betas"] is not None:
             values["adam_betas"] = tuple(float(b) for b in values["adam_betas"])
         cfg = cls(**values)
@@ -146,8 +148,9 @@ class TrainConfig:
             raise bad("model", "give a registered model name")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise bad("dataset", "give a dataset name")
-        if not isinstance(self.model_options, dict):
-            raise bad("model_options", "must be a mapping of option names to values")
+        for name in ("model_options", "dataset_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(name, "must be a mapping of option names to values")
         if self.alpha is not None and (not _is_int(self.alpha) or self.alpha < 1):
             raise bad("alpha", "must be a positive integer")
         if not 0.0 <= float(self.val_fraction) < 1.0:
@@ -194,14 +197,14 @@ def _is_int(x: Any) -> bool:
 def merge_overrides(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """``base`` with every override whose value is not None applied (how CLI flags beat a --config file).
 
-    ``model_options`` overrides are merged key by key into the base's options rather than replacing them.
+    ``model_options`` / ``dataset_options`` overrides are merged key by key into the base's options.
     """
     data = base.to_dict()
     for key, value in overrides.items():
         if value is None:
             continue
-        if key == "model_options":
-            data["model_options"] = {**data.get("model_options", {}), **value}
+        if key in ("model_options", "dataset_options"):
+            data[key] = {**data.get(key, {}), **value}
         else:
             data[key] = value
     return TrainConfig.from_dict(data, source="command-line options")
@@ -213,7 +216,7 @@ def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"model option {pair!r} is not of the form key=value; e.g. --opt depth=4")
+            raise ConfigError(f"option {pair!r} is not of the form key=value; e.g. --opt depth=4")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:

@@ -88,13 +88,17 @@ def train(
     """
     config.validate()
     paths = RunPaths(config.run_dir())
-    _prepare_run_dir(config, paths, resume)
+    _check_run_dir(config, paths, resume)
     device = resolve_device(config.device)
     with _runtime(config, device):
-        return _Run(config, paths, device, progress=progress, verbose=verbose, command=command).run(resume)
+        run = _Run(config, paths, device, progress=progress, verbose=verbose, command=command)
+        # written only once data and model are built, so a run refused at setup leaves no directory behind
+        paths.root.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(paths.config)
+        return run.run(resume)
 
 
-def _prepare_run_dir(cfg: TrainConfig, paths: RunPaths, resume: bool) -> None:
+def _check_run_dir(cfg: TrainConfig, paths: RunPaths, resume: bool) -> None:
     if resume:
         if not paths.config.exists():
             raise ConfigError(f"nothing to resume in {paths.root}: it has no config.yaml; start the run without --resume")
@@ -106,8 +110,6 @@ def _prepare_run_dir(cfg: TrainConfig, paths: RunPaths, resume: bool) -> None:
             raise ConfigError(f"cannot resume {paths.root} with changed options ({detail}); drop them or start a new run")
     elif paths.config.exists() or paths.metrics.exists() or paths.checkpoints.exists():
         raise ConfigError(f"run directory {paths.root} already holds a run; pass --resume to continue it or choose another --out")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(paths.config)
 
 
 @contextlib.contextmanager
@@ -137,6 +139,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, paths: RunPaths, device: torch.device, *, progress, verbose, command):
         from convemerge.data import ImageLoader
 
+        self.session_start = time.perf_counter()  # wall time counts setup too
         self.cfg, self.paths, self.device = cfg, paths, device
         self.progress_enabled, self.verbose, self.command = progress, verbose, command
         self.precision = resolve_precision(cfg.amp, device)
@@ -159,14 +162,13 @@ class _Run:
         self.train_loader = ImageLoader(data.train, cfg.batch_size, shuffle=True, augment=data.augment,
                                         generator=self.generator, device=device, drop_last=drop_last)
         self.val_loader = ImageLoader(data.val, cfg.eval_batch_size, device=device) if data.val is not None else None
-        self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device) if data.test is not None else None
+        self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device)
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
         self.pad_fill = data.pad_fill.to(device)
 
         self.epoch, self.step, self.history, self.prior_wall = 0, 0, [], 0.0
-        self.session_start = time.perf_counter()
 
     # ------------------------------------------------------------------ helpers
     def _batches(self, loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -183,7 +185,7 @@ class _Run:
         return self.optimizer.param_groups[0]["lr"]
 
     def _geometry(self) -> dict[str, int]:
-        return {"image_size": self.data.image_size, "in_chans": self.data.in_chans,
+        return {"image_size": list(self.data.image_size), "in_chans": self.data.in_chans,
                 "num_classes": self.data.num_classes}
 
     def _summary(self, status: str, **extra: Any) -> dict[str, Any]:
@@ -236,7 +238,7 @@ class _Run:
         n_weights = sum(p.numel() for p in self.model.parameters())
         self._say(f"{cfg.model} on {cfg.dataset}: {len(self.data.train)} train / "
                   f"{len(self.data.val) if self.data.val is not None else 0} val / "
-                  f"{len(self.data.test) if self.data.test is not None else 0} test, "
+                  f"{len(self.data.test)} test, "
                   f"{n_weights:,} parameters, {cfg.optimizer}, {self.device.type} {self.precision.name}, "
                   f"{self.steps_per_epoch} steps/epoch -> {self.paths.root}")
         sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
@@ -297,9 +299,8 @@ class _Run:
         val_loss = val_acc = test_loss = test_acc = None
         if self.val_loader is not None:
             val_loss, val_acc = evaluate(self.step_model, self._batches(self.val_loader), self.loss_fn, self.precision)
-        if self.test_loader is not None:  # reported only; never used to choose anything
-            test_loss, test_acc = evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn,
-                                           self.precision)
+        # the test set is reported only; it never chooses anything
+        test_loss, test_acc = evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn, self.precision)
         prev_best = best_record(self.history)
         record = {
             "epoch": self.epoch,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,8 @@ class RunData:
 
     train: Any  # ImageData
     val: Any | None  # ImageData, or None when val_fraction == 0
-    test: Any | None  # ImageData, or None when the dataset has no test split
-    image_size: int  # side the model sees (after pad_to)
+    test: Any  # ImageData
+    image_size: tuple[int, int]  # (H, W) the model sees (after pad_to)
     in_chans: int
     num_classes: int
     augment: bool
@@ -110,15 +111,9 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 def prepare_data(cfg: TrainConfig) -> RunData:
     """Load the dataset, hold out validation (stratified, seeded), subsample the train part if asked."""
     from convemerge.data import load_dataset, train_val_split
-    from convemerge.errors import DataError
 
-    full = load_dataset(cfg.dataset, "train", root=cfg.data_dir)
-    try:
-        test = load_dataset(cfg.dataset, "test", root=cfg.data_dir)
-    except DataError as exc:
-        if "split" not in str(exc).lower():  # a real problem with files that should be there
-            raise
-        test = None  # a set without a test split (the test accuracy is then not reported)
+    full = load_dataset(cfg.dataset, "train", root=cfg.data_dir, **cfg.dataset_options)
+    test = load_dataset(cfg.dataset, "test", root=cfg.data_dir, **cfg.dataset_options)
     if cfg.val_fraction > 0:
         train, val = train_val_split(full, val_fraction=cfg.val_fraction, seed=derived_seed(cfg.seed, 2) % 2**31)
     else:
@@ -127,35 +122,36 @@ def prepare_data(cfg: TrainConfig) -> RunData:
         train = train.subset(stratified_subset(train.labels, cfg.n_train, derived_seed(cfg.seed, 3)))
 
     h, w = full.image_shape
-    side = h
     if cfg.pad_to is not None:
         if cfg.pad_to < max(h, w):
             raise ConfigError(f"pad_to={cfg.pad_to} is smaller than the {h}x{w} images of {cfg.dataset}; "
                               f"give a side >= {max(h, w)}")
-        side = cfg.pad_to
-    elif h != w:
-        raise ConfigError(f"{cfg.dataset} images are {h}x{w}, not square; pass --pad-to {max(h, w)}")
+        h = w = cfg.pad_to
+    augment = full.augment if cfg.augment is None else bool(cfg.augment)
+    if augment and not full.augment:  # the loader augments only sets marked for it: mark this one, as asked
+        train = dataclasses.replace(train, augment=True)
     mean = torch.tensor(full.mean, dtype=torch.float32)
     std = torch.tensor(full.std, dtype=torch.float32)
     return RunData(
         train=train,
         val=val,
         test=test,
-        image_size=side,
+        image_size=(h, w),
         in_chans=full.in_chans,
         num_classes=full.num_classes,
-        augment=full.augment if cfg.augment is None else bool(cfg.augment),
+        augment=augment,
         pad_fill=-mean / std,
     )
 
 
-def pad_batch(x: torch.Tensor, side: int, fill: torch.Tensor) -> torch.Tensor:
-    """Centre ``x`` (B, C, H, W) in a (B, C, side, side) canvas of per-channel ``fill`` (on x's device)."""
+def pad_batch(x: torch.Tensor, size: tuple[int, int], fill: torch.Tensor) -> torch.Tensor:
+    """Centre ``x`` (B, C, H, W) in a (B, C, *size) canvas of per-channel ``fill`` (on x's device); the extra
+    row/column of an odd margin goes to the bottom/right."""
     b, c, h, w = x.shape
-    if h == side and w == side:
+    if (h, w) == tuple(size):
         return x
-    top, left = (side - h) // 2, (side - w) // 2
-    out = fill.to(device=x.device, dtype=x.dtype).view(1, c, 1, 1).expand(b, c, side, side).clone()
+    top, left = (size[0] - h) // 2, (size[1] - w) // 2
+    out = fill.to(device=x.device, dtype=x.dtype).view(1, c, 1, 1).expand(b, c, *size).clone()
     out[:, :, top : top + h, left : left + w] = x
     return out
 
@@ -176,8 +172,8 @@ def build_model(cfg: TrainConfig, data: RunData) -> nn.Module:
         )
     except ConfigError as exc:
         msg = str(exc)
-        if cfg.pad_to is None and ("divisible" in msg or "image" in msg or "size" in msg) and "pad" not in msg:
-            raise ConfigError(f"{msg} (or pass --pad-to 32 to zero-pad the {data.image_size}px images)") from None
+        if cfg.pad_to is None and "--pad-to" not in msg and any(k in msg for k in ("divisible", "image", "size")):
+            raise ConfigError(f"{msg} (--pad-to 32 zero-pads them on the device)") from None
         raise
 
 
