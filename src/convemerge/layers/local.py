@@ -52,12 +52,15 @@ def _patches(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
 
 
 class _LocalFunction(torch.autograd.Function):
-    """y[b, o, l] = Σ_f W[l, o, f] · patch[l, b, f] with contiguous GEMMs in both passes."""
+    """y[b, o, l] = Σ_f W[l, o, f] · patch[l, b, f] + bias[o, l], with contiguous GEMMs in both passes."""
 
     @staticmethod
-    def forward(ctx, x, weight, kernel, stride, padding, out_hw):
+    def forward(ctx, x, weight, bias, kernel, stride, padding, out_hw):
         cols = _patches(x, kernel, stride, padding)  # (L, B, F)
-        out = torch.bmm(cols, weight.transpose(1, 2))  # (L, B, out)
+        if bias is None:
+            out = torch.bmm(cols, weight.transpose(1, 2))  # (L, B, out)
+        else:  # the bias rides along in the GEMM (β = 1) instead of costing another pass over the output
+            out = torch.baddbmm(bias.reshape(bias.shape[0], -1).t().unsqueeze(1), cols, weight.transpose(1, 2))
         # Keep only what the backward pass will use: patches for ∂W, weights for ∂x.
         ctx.save_for_backward(cols if weight.requires_grad else None, weight if x.requires_grad else None)
         ctx.geometry = (tuple(x.shape[2:]), kernel, stride, padding)
@@ -71,13 +74,15 @@ class _LocalFunction(torch.autograd.Function):
         in_hw, kernel, stride, padding = ctx.geometry
         b, o = grad_out.shape[:2]
         g = grad_out.reshape(b, o, -1).permute(2, 0, 1).contiguous()  # (L, B, out)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.bmm(g.transpose(1, 2), cols)  # (L, out, F)
+        grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_cols = torch.bmm(g, weight)  # (L, B, F)
             grad_x = F.fold(grad_cols.permute(1, 2, 0), in_hw, kernel, padding=padding, stride=stride)
-        return grad_x, grad_w, None, None, None, None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.bmm(g.transpose(1, 2), cols)  # (L, out, F)
+        if ctx.needs_input_grad[2]:
+            grad_b = g.sum(1).t().reshape(o, *grad_out.shape[2:])
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 def locally_connected2d(x, weight, bias=None, *, kernel_size, stride=1, padding=0) -> torch.Tensor:
@@ -89,8 +94,7 @@ def locally_connected2d(x, weight, bias=None, *, kernel_size, stride=1, padding=
             f"input of shape {tuple(x.shape)} does not fit weight {tuple(weight.shape)} with kernel {kernel}, "
             f"stride {st}, padding {pad}; build the layer for this input size"
         )
-    y = _LocalFunction.apply(x, weight, kernel, st, pad, out_hw)
-    return y if bias is None else y + bias
+    return _LocalFunction.apply(x, weight, bias, kernel, st, pad, out_hw)
 
 
 class LocallyConnected2d(nn.Module):
@@ -153,8 +157,8 @@ class LocallyConnected2d(nn.Module):
                 f"LocallyConnected2d expects input (B, {self.in_channels}, {self.in_size[0]}, {self.in_size[1]}), "
                 f"got {tuple(x.shape)}; build the layer for this input size"
             )
-        y = _LocalFunction.apply(x, self.weight, self.kernel_size, self.stride, self.padding, self.out_size)
-        return y if self.bias is None else y + self.bias
+        return _LocalFunction.apply(x, self.weight, self.bias, self.kernel_size, self.stride, self.padding,
+                                    self.out_size)
 
     def filters_as_images(self, units: torch.Tensor | None = None) -> torch.Tensor:
         """Each unit's filter embedded at its receptive field in a zero ``(C, H, W)`` image.
