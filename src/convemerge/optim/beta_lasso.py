@@ -101,7 +101,7 @@ class _BetaLassoBase(Optimizer):
         for name in _HYPERPARAMETERS:
             if name in param_group:
                 _check_hyperparameter(name, param_group[name], label)
-        if param_group.get("foreach") not in (None, True, False):
+        if param_group.get("foreach") is not None and not isinstance(param_group["foreach"], bool):
             raise ConfigError(f"BetaLasso foreach{label} must be True, False or None, got {param_group['foreach']!r}")
         super().add_param_group(param_group)
         for p in self.param_groups[-1]["params"]:
