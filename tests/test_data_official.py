@@ -8,7 +8,6 @@ import functools
 import hashlib
 import http.server
 import os
-import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -129,6 +128,23 @@ def test_uncompressed_files_in_torchvision_layout(shared_datasets, tmp_path):
     test = load_dataset("mnist", "test", tmp_path, download=False)
     official = load_dataset("mnist", "test", shared_datasets, download=False)
     assert torch.equal(test.images, official.images)
+
+
+def test_digests_stream_and_cache_per_process(shared_datasets, tmp_path, monkeypatch):
+    src = shared_datasets / "mnist" / MNIST_NAMES[3]
+    copy = tmp_path / MNIST_NAMES[3]
+    copy.write_bytes(src.read_bytes())
+    spec = catalog.OFFICIAL["mnist"].variants[0].files("test")[1]
+    assert digests.verify_file(copy, spec, dataset="mnist") == "sha256"
+    assert digests.file_digest(copy, "md5") == hashlib.md5(src.read_bytes()).hexdigest()
+
+    def no_hashing(*a, **k):
+        raise AssertionError("hashed again")
+    monkeypatch.setattr(digests.hashlib, "new", no_hashing)
+    assert digests.verify_file(copy, spec, dataset="mnist") == "sha256"  # served from the cache
+    _corrupt_copy(src, copy)  # a changed file (size or mtime) misses the cache and is hashed again
+    with pytest.raises(AssertionError, match="hashed again"):
+        digests.verify_file(copy, spec, dataset="mnist")
 
 
 def gzip_decompress(path: Path) -> bytes:
@@ -332,7 +348,8 @@ def _patch_mnist_digests(monkeypatch, files: dict[str, bytes]):
     def spec(name):
         return FileSpec(names=(name, name[:-3]), sha256=hashlib.sha256(files[name]).hexdigest(),
                         payload_sha256=hashlib.sha256(gzip.decompress(files[name])).hexdigest())
-    splits = {"train": (spec(MNIST_NAMES[0]), spec(MNIST_NAMES[1])), "test": (spec(MNIST_NAMES[2]), spec(MNIST_NAMES[3]))}
+    splits = {"train": (spec(MNIST_NAMES[0]), spec(MNIST_NAMES[1])),
+              "test": (spec(MNIST_NAMES[2]), spec(MNIST_NAMES[3]))}
     ds = catalog.OFFICIAL["mnist"]
     monkeypatch.setitem(catalog.OFFICIAL, "mnist", replace(
         ds, variants=(catalog.Variant("idx", splits),), download=splits["train"] + splits["test"], known_stats=None))

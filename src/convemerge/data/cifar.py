@@ -56,7 +56,8 @@ def parse_cifar_pickle(data: bytes, *, label_key: str, num_classes: int, source:
     obj = safe_loads(data, source=source)
     bad = f"{source} is not a CIFAR python batch"
     if not isinstance(obj, dict):
-        raise DataError(f"{bad} (the pickle holds a {type(obj).__name__}, not a dict); replace it with the official file")
+        raise DataError(f"{bad} (the pickle holds a {type(obj).__name__}, not a dict); "
+                        f"replace it with the official file")
     pixels, labels = _get(obj, "data"), _get(obj, label_key)
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.dtype.subdtype is not None \
             or pixels.ndim != 2 or pixels.shape[1] != PIXELS or pixels.shape[0] == 0:
@@ -78,8 +79,8 @@ def parse_cifar_pickle(data: bytes, *, label_key: str, num_classes: int, source:
         raise DataError(f"{bad} ({pixels.shape[0]} images but {labels.shape[0]} labels); "
                         f"replace it with the official file")
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise DataError(f"{source} holds label {int(labels.max()) if labels.max() >= num_classes else int(labels.min())}"
-                        f" outside 0..{num_classes - 1}; replace it with the official file")
+        worst = int(labels.max()) if labels.max() >= num_classes else int(labels.min())
+        raise DataError(f"{source} holds label {worst} outside 0..{num_classes - 1}; replace it with the official file")
     return pixels.reshape(-1, 3, 32, 32), labels
 
 

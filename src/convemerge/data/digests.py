@@ -119,21 +119,3 @@ def verify_file(path: str | Path, spec: FileSpec, *, dataset: str) -> str:
             f"{dataset}: {path} does not match the official file: expected md5 {spec.md5}, got {actual}; "
             f"delete it and download it again, or pass verify=False (--no-verify) to use it anyway")
     return "no published digest"
-
-
-def verify_bytes(data: bytes, spec: FileSpec, *, dataset: str, source: str) -> str:
-    """Like :func:`verify_file` for bytes already in memory (an archive member); not cached."""
-    if spec.sha256 or spec.payload_sha256:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual in (spec.sha256, spec.payload_sha256):
-            return "sha256"
-        expected = spec.sha256 or spec.payload_sha256
-        raise ChecksumError(f"{dataset}: {source} does not match the official file: expected sha256 {expected}, "
-                            f"got {actual}; delete the archive and download it again, or pass verify=False")
-    if spec.md5:
-        actual = hashlib.md5(data).hexdigest()
-        if actual == spec.md5:
-            return "md5"
-        raise ChecksumError(f"{dataset}: {source} does not match the official file: expected md5 {spec.md5}, "
-                            f"got {actual}; delete the archive and download it again, or pass verify=False")
-    return "no published digest"

@@ -62,7 +62,8 @@ def maybe_gunzip(data: bytes, *, source: str, max_size: int = MAX_GZIP_PAYLOAD) 
 def parse_idx(data: bytes, *, source: str) -> np.ndarray:
     """Parse an (uncompressed) IDX payload into a read-only numpy array of the declared shape and type."""
     if len(data) < 4:
-        raise DataError(f"{source} is too short to be an IDX file ({len(data)} bytes); replace it with the official file")
+        raise DataError(f"{source} is too short to be an IDX file ({len(data)} bytes); "
+                        f"replace it with the official file")
     zero, code, ndim = data[0:2], data[2], data[3]
     if zero != b"\x00\x00" or code not in _IDX_TYPES or not 1 <= ndim <= 4:
         raise DataError(f"{source} has a bad IDX magic number {data[:4].hex()}; replace it with the official file")

@@ -70,7 +70,8 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     if images.dtype == torch.uint8:
         levels = torch.arange(256, dtype=torch.float64)
         for c in range(images.shape[1]):
-            counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)  # uint8 in: no int64 copy
+            # bincount takes the uint8 values directly: no int64 copy of the pixels
+            counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
             n = counts.sum()
             m = (counts * levels).sum() / n
             var = (counts * (levels - m) ** 2).sum() / n

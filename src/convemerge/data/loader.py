@@ -23,16 +23,18 @@ PAD = 4  # pixels of zero padding before a random crop back to the original size
 
 def random_crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = PAD) -> torch.Tensor:
     """Crop each image of ``x`` (B, C, H, W) from its zero-padded copy at ``offsets`` (B, 2) (row, column, each in
-    0..2*pad), mirrored left-right where ``flips`` (B,) is true. One gather for the whole batch, no Python loop."""
+    0..2*pad), mirrored left-right where ``flips`` (B,) is true. One gather for the whole batch, no Python loop:
+    each output pixel's position in the flattened padded image is computed once per sample and shared by all
+    channels (an expanded index), which is several times faster than a per-sample loop or 4-d fancy indexing."""
     b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+    wp = w + 2 * pad
+    padded = F.pad(x, (pad, pad, pad, pad)).reshape(b, c, -1)
     ar_h = torch.arange(h, device=x.device)
     ar_w = torch.arange(w, device=x.device)
-    rows = offsets[:, 0:1] + ar_h                                        # (B, H)
-    cols = offsets[:, 1:2] + torch.where(flips[:, None], (w - 1) - ar_w, ar_w)  # (B, W)
-    bi = torch.arange(b, device=x.device)[:, None, None, None]
-    ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+    rows = offsets[:, 0:1] + ar_h                                                 # (B, H)
+    cols = offsets[:, 1:2] + torch.where(flips[:, None], (w - 1) - ar_w, ar_w)    # (B, W)
+    flat = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+    return torch.gather(padded, 2, flat).reshape(b, c, h, w)
 
 
 class ImageLoader:

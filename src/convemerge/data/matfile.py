@@ -60,7 +60,8 @@ def _inflate(data: memoryview, *, source: str, max_bytes: int) -> bytes:
             if d.eof or (not piece and not tail):
                 break
     except zlib.error as exc:
-        raise DataError(f"{source} has a corrupt compressed variable ({exc}); replace it with the official file") from None
+        raise DataError(f"{source} has a corrupt compressed variable ({exc}); "
+                        f"replace it with the official file") from None
     if not d.eof:
         raise DataError(f"{source} has a truncated compressed variable; replace it with the official file")
     return b"".join(parts)
@@ -88,7 +89,8 @@ def _matrix(buf: memoryview, start: int, end: int, order: str, source: str) -> t
         return name, None  # cells, structs, chars, sparse, complex: not used by any data set here
     t, n, s, pos = _tag(sub, pos, order, source)
     if t not in _MI:
-        raise DataError(f"{source} variable {name!r} has an unknown MAT data type {t}; replace it with the official file")
+        raise DataError(f"{source} variable {name!r} has an unknown MAT data type {t}; "
+                        f"replace it with the official file")
     stored = np.dtype(order + _MI[t]) if _MI[t][1] != "1" else np.dtype(_MI[t])
     count = 1
     for v in dims:
@@ -125,7 +127,8 @@ def parse_mat(data: bytes | memoryview, *, source: str, names: set[str] | None =
             inner = memoryview(_inflate(buf[start:start + nbytes], source=source, max_bytes=max_bytes))
             itype, _, istart, iend = _tag(inner, 0, order, source)
             if itype != MI_MATRIX:
-                raise DataError(f"{source} has a compressed element that is not an array; replace it with the official file")
+                raise DataError(f"{source} has a compressed element that is not an array; "
+                                f"replace it with the official file")
             name, arr = _matrix(inner, istart, iend, order, source)
         elif mtype == MI_MATRIX:
             name, arr = _matrix(buf, start, start + nbytes, order, source)
