@@ -145,3 +145,20 @@ def test_bad_geometry_and_input_raise_config_error():
     layer = LocallyConnected2d(3, 4, 8, 3)
     with pytest.raises(ConfigError, match="expects input"):
         layer(torch.randn(2, 3, 9, 9))
+
+
+def test_autocast_bfloat16_on_cpu():
+    """Under autocast the layer computes in the low precision and returns float32 gradients."""
+    layer = LocallyConnected2d(3, 4, 8, 3, stride=2, padding=1)
+    x = torch.randn(5, 3, 8, 8, requires_grad=True)
+    layer(x).square().sum().backward()
+    want = (layer.weight.grad.clone(), layer.bias.grad.clone(), x.grad.clone())
+    layer.zero_grad()
+    x.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    for got, ref in zip((layer.weight.grad, layer.bias.grad, x.grad), want):
+        assert got.dtype == torch.float32
+        assert (got - ref).norm() <= 0.03 * ref.norm()

@@ -51,18 +51,40 @@ def _patches(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
     return p.permute(2, 3, 0, 1, 4, 5).reshape(ho * wo, b, c * kh * kw)  # the one gather copy
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype in force for this device type, or None (torch >= 2.4 API, older fallbacks)."""
+    if device_type not in ("cpu", "cuda"):
+        return None
+    try:
+        on = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: separate CPU / CUDA entry points
+        on = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    if not on:
+        return None
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.get_autocast_dtype(device_type)
+    return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
 class _LocalFunction(torch.autograd.Function):
     """y[b, o, l] = Σ_f W[l, o, f] · patch[l, b, f] + bias[o, l], with contiguous GEMMs in both passes."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, kernel, stride, padding, out_hw):
+        # Under autocast, cast once here and save the cast tensors, so that the backward pass (which runs
+        # outside autocast) multiplies operands of one dtype; the engine casts the gradients back.
+        dtype = _autocast_dtype(x.device.type)
+        if dtype is not None:
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        ctx.dtype = dtype
         cols = _patches(x, kernel, stride, padding)  # (L, B, F)
         if bias is None:
             out = torch.bmm(cols, weight.transpose(1, 2))  # (L, B, out)
         else:  # the bias rides along in the GEMM (β = 1) instead of costing another pass over the output
             out = torch.baddbmm(bias.reshape(bias.shape[0], -1).t().unsqueeze(1), cols, weight.transpose(1, 2))
         # Keep only what the backward pass will use: patches for ∂W, weights for ∂x.
-        ctx.save_for_backward(cols if weight.requires_grad else None, weight if x.requires_grad else None)
+        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
         ctx.geometry = (tuple(x.shape[2:]), kernel, stride, padding)
         b = x.shape[0]
         return out.permute(1, 2, 0).reshape(b, weight.shape[1], *out_hw)
@@ -73,7 +95,8 @@ class _LocalFunction(torch.autograd.Function):
         cols, weight = ctx.saved_tensors
         in_hw, kernel, stride, padding = ctx.geometry
         b, o = grad_out.shape[:2]
-        g = grad_out.reshape(b, o, -1).permute(2, 0, 1).contiguous()  # (L, B, out)
+        g = grad_out.reshape(b, o, -1).permute(2, 0, 1)
+        g = (g if ctx.dtype is None else g.to(ctx.dtype)).contiguous()  # (L, B, out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_cols = torch.bmm(g, weight)  # (L, B, F)

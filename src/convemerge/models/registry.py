@@ -7,6 +7,7 @@ an ``(H, W)`` pair.
 
 Example::
 
+    >>> from convemerge.models import create_model, count_weights
     >>> m = create_model("s-conv", alpha=4, image_size=32, in_chans=3, num_classes=10)
     >>> count_weights(m)
     100236
