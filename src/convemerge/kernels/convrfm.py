@@ -1,0 +1,235 @@
+"""ConvRFM and Deep ConvRFM: convolutional kernel machines that learn a patch metric from their patch-AGOP.
+
+Each round fits kernel ridge regression with a convolutional kernel (default: the CNTK of a depth-D vanilla
+conv net) whose patch inner products use the metric M (c·q·q square), computes the patch-AGOP of the fitted
+predictor over all training images (each patch treated as an independent input) and sets
+``M = normalize(AGOP**agop_power)`` (Frobenius by default: ‖M‖_F = ‖I‖_F). Rounds and ridge are chosen on a
+validation split of the training data and the model is refitted on all of it (see ``_estimator``).
+
+Images may be passed as (n, C, H, W) arrays/tensors, or flattened (n, C·H·W) together with
+``image_shape=(C, H, W)``; flattened input without ``image_shape`` is read as a 1×1×d image (a 1-D signal).
+
+Example
+-------
+>>> import torch
+>>> from convemerge.kernels import ConvRFMClassifier
+>>> X = torch.randn(60, 1, 8, 8); y = (X[:, 0, 4, :].sum(1) > 0).long()
+>>> clf = ConvRFMClassifier(depth=2, n_iter=1, random_state=0).fit(X, y)
+>>> clf.M_.shape
+torch.Size([9, 9])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from convemerge.errors import ConfigError
+
+from ._estimator import KernelClassifierMixin, KernelFeatureLearner, validation_split
+from ._utils import psd_power, to_tensor
+from .cntk import KINDS
+from .conv import ConvolutionalKernel
+
+_COMMON_DOC = """
+    kernel: ``"cntk"`` (default), ``"cnngp"`` or ``"patch-laplace"`` (patch-averaged Laplace, cheaper).
+    depth: conv layers D of the CNTK/CNN-GP. patch_size: q (odd). pool: k×k average pooling before the
+        readout (None: flatten). bandwidth: L of patch-laplace.
+    reg, n_iter, agop_power (default 0.5: M = AGOP^{1/2}), centering, normalize (default "frobenius"),
+    solver, solver_options, agop_sample_size (None: the AGOP is averaged over ALL training images),
+    validation_fraction, random_state, device, dtype, block_elements: as for the RFM estimators.
+    image_shape: (C, H, W) of flattened input.
+"""
+
+
+class _ImageInput:
+    """Accept (n, C, H, W) or flattened input; resolve the image shape at fit."""
+
+    def _reshape_input(self, X, reset: bool):
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        ndim = getattr(X, "ndim", None)
+        shape = tuple(int(s) for s in X.shape[1:]) if ndim == 4 else None
+        if reset:
+            self._input_shape = shape
+        elif shape is not None and shape != tuple(self.image_shape_):
+            raise ConfigError(f"images of shape {shape} do not match the fitted shape {tuple(self.image_shape_)}")
+        return X.reshape(len(X), -1) if ndim == 4 else X
+
+    def _resolve_shape(self, d: int) -> tuple[int, int, int]:
+        shape = getattr(self, "_input_shape", None)
+        if shape is None:
+            shape = tuple(int(s) for s in self.image_shape) if self.image_shape is not None else (1, 1, d)
+        if len(shape) != 3 or math.prod(shape) != d:
+            raise ConfigError(f"image_shape={shape} does not match {d} input features; give (C, H, W) with C·H·W = {d}")
+        return shape
+
+    def _check_conv_params(self):
+        if self.kernel not in KINDS:
+            raise ConfigError(f"kernel={self.kernel!r} is not one of {KINDS}")
+        if not (int(self.patch_size) >= 1 and int(self.patch_size) % 2 == 1):
+            raise ConfigError(f"patch_size={self.patch_size!r} must be a positive odd integer")
+        if int(self.depth) < 1:
+            raise ConfigError(f"depth={self.depth!r} must be >= 1")
+        if self.pool is not None and int(self.pool) < 1:
+            raise ConfigError(f"pool={self.pool!r} must be None or >= 1")
+        if not float(self.bandwidth) > 0:
+            raise ConfigError(f"bandwidth={self.bandwidth!r} must be > 0")
+
+
+class ConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, KernelFeatureLearner):
+    __doc__ = ("Convolutional Recursive Feature Machine (classifier).\n\n    Parameters\n" + _COMMON_DOC +
+               "\n    Fitted: ``M_`` (c·q·q square), ``coef_``, ``X_fit_`` (flattened), ``image_shape_``, "
+               "``history_``, ``best_iter_``, ``reg_``, ``classes_``.\n")
+
+    def __init__(self, kernel="cntk", depth=3, patch_size=3, pool=None, bandwidth=10.0, reg=1e-3, n_iter=5,
+                 agop_power=0.5, centering=False, normalize="frobenius", solver="solve", solver_options=None,
+                 agop_sample_size=None, validation_fraction=0.1, image_shape=None, random_state=None, device=None,
+                 dtype="float64", block_elements=None):
+        self.kernel = kernel
+        self.depth = depth
+        self.patch_size = patch_size
+        self.pool = pool
+        self.bandwidth = bandwidth
+        self.reg = reg
+        self.n_iter = n_iter
+        self.agop_power = agop_power
+        self.centering = centering
+        self.normalize = normalize
+        self.solver = solver
+        self.solver_options = solver_options
+        self.agop_sample_size = agop_sample_size
+        self.validation_fraction = validation_fraction
+        self.image_shape = image_shape
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.block_elements = block_elements
+
+    def _check_extra_params(self):
+        self._check_conv_params()
+
+    def _metric_dim(self, d: int) -> int:
+        self.image_shape_ = self._resolve_shape(d)
+        return self.image_shape_[0] * int(self.patch_size) ** 2
+
+    def _make_kernel(self, M):
+        return ConvolutionalKernel(self.image_shape_, kind=self.kernel, patch_size=int(self.patch_size),
+                                   depth=int(self.depth), pool=self.pool, M=M, bandwidth=float(self.bandwidth),
+                                   block_elements=self._block)
+
+
+def random_filters(M: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
+    """Rows ``W = G M^{1/2}`` with ``G`` i.i.d. N(0, 1/width), so that ``E[WᵀW] = M``: shape (width, d)."""
+    G = torch.randn(width, M.shape[0], generator=generator, dtype=torch.float64) / math.sqrt(width)
+    return G.to(device=M.device, dtype=M.dtype) @ psd_power(M, 0.5)
+
+
+def featurize(X: torch.Tensor, filters: torch.Tensor, image_shape, patch_size: int,
+              block: int = 256) -> torch.Tensor:
+    """``relu(conv(x, W))`` with 'same' padding for flattened images X: (n, C·H·W) → (n, width·H·W)."""
+    C, H, W = image_shape
+    weight = filters.reshape(len(filters), C, patch_size, patch_size)
+    parts = [F.relu(F.conv2d(X[s : s + block].reshape(-1, C, H, W), weight, padding=patch_size // 2)).flatten(1)
+             for s in range(0, len(X), block)]
+    return torch.cat(parts) if parts else X.new_empty(0, len(filters) * H * W)
+
+
+class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, KernelFeatureLearner):
+    __doc__ = ("Deep ConvRFM: layer-wise ConvRFM.\n\n"
+               "    Level ℓ = 0..depth−1 learns a patch metric M_ℓ with ConvRFM rounds on its input, using a conv\n"
+               "    kernel of depth ``depth − ℓ``; the input of level ℓ+1 is ``relu(conv(input, W_ℓ))`` with fixed\n"
+               "    random filters ``W_ℓ = G M_ℓ^{1/2}`` (``width`` of them, G Gaussian with variance 1/width, so\n"
+               "    ``W_ℓᵀW_ℓ ≈ M_ℓ``). The last level's kernel machine is the predictor. Every level chooses its\n"
+               "    round on the same validation split; the final kernel ridge regression is refitted on all\n"
+               "    training data. Memory: the level inputs hold n·width·H·W numbers.\n\n    Parameters\n"
+               "    depth: levels (and conv depth of the level-0 kernel). width: random filters per level.\n"
+               + _COMMON_DOC +
+               "\n    Fitted: ``Ms_`` (one metric per level), ``filters_`` (depth−1 arrays (width, c·q·q)), ``M_``\n"
+               "    (the last metric), ``coef_``, ``history_`` (records carry a ``level`` key), ``best_iters_``.\n")
+
+    def __init__(self, depth=2, width=64, kernel="cntk", patch_size=3, pool=None, bandwidth=10.0, reg=1e-3,
+                 n_iter=3, agop_power=0.5, centering=False, normalize="frobenius", solver="solve",
+                 solver_options=None, agop_sample_size=None, validation_fraction=0.1, image_shape=None,
+                 random_state=None, device=None, dtype="float64", block_elements=None):
+        self.depth = depth
+        self.width = width
+        self.kernel = kernel
+        self.patch_size = patch_size
+        self.pool = pool
+        self.bandwidth = bandwidth
+        self.reg = reg
+        self.n_iter = n_iter
+        self.agop_power = agop_power
+        self.centering = centering
+        self.normalize = normalize
+        self.solver = solver
+        self.solver_options = solver_options
+        self.agop_sample_size = agop_sample_size
+        self.validation_fraction = validation_fraction
+        self.image_shape = image_shape
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.block_elements = block_elements
+
+    def _check_extra_params(self):
+        self._check_conv_params()
+        if int(self.width) < 1:
+            raise ConfigError(f"width={self.width!r} must be >= 1")
+
+    def _level_shape(self, level: int):
+        C, H, W = self.image_shape_
+        return (C, H, W) if level == 0 else (int(self.width), H, W)
+
+    def _make_kernel(self, M):
+        level = self._level
+        return ConvolutionalKernel(self._level_shape(level), kind=self.kernel, patch_size=int(self.patch_size),
+                                   depth=int(self.depth) - level, pool=self.pool, M=M,
+                                   bandwidth=float(self.bandwidth), block_elements=self._block)
+
+    def _features(self, X: torch.Tensor, upto: int) -> torch.Tensor:
+        for level in range(upto):
+            X = featurize(X, self.filters_[level], self._level_shape(level), int(self.patch_size))
+        return X
+
+    def _fit_tensors(self, X, Y, labels, rng, gen):
+        self.image_shape_ = self._resolve_shape(X.shape[1])
+        split = validation_split(len(X), self.validation_fraction, labels, rng)
+        q2 = int(self.patch_size) ** 2
+        self.Ms_, self.filters_, self.best_iters_, history = [], [], [], []
+        feats = X
+        for level in range(int(self.depth)):
+            self._level = level
+            dim = self._level_shape(level)[0] * q2
+            M, coef, rec, hist = self._choose(feats, Y, split, gen, dim)
+            for h in hist:
+                h["level"] = level
+            history += hist
+            self.Ms_.append(M)
+            self.best_iters_.append(int(rec["iteration"]))
+            if level + 1 < int(self.depth):
+                self.filters_.append(random_filters(M, int(self.width), gen))
+                feats = featurize(feats, self.filters_[-1], self._level_shape(level), int(self.patch_size))
+        if split is not None:
+            timing = {"kernel": 0.0, "solve": 0.0, "agop": 0.0}
+            coef, _ = self._solve(self._make_kernel(M), feats, Y, rec["reg"], gen, timing)
+        self.M_ = M
+        self.coef_ = coef
+        self.X_fit_ = X
+        self.history_ = history
+        self.best_iter_ = self.best_iters_[-1]
+        self.reg_ = float(rec["reg"])
+
+    def _raw_predict(self, X) -> torch.Tensor:
+        check_is_fitted(self, "coef_")
+        Xt = self._transform_input(X)
+        self._level = int(self.depth) - 1
+        kernel = self._make_kernel(self.M_)
+        return kernel.predict(self._features(Xt, self._level), self._features(self.X_fit_, self._level),
+                              self.coef_)
