@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch.optim.optimizer import Optimizer
 
+from convemerge.errors import ConfigError
+
 try:  # torch's own rule for foreach-by-default (private; fall back to "every tensor on CUDA")
     from torch.optim.optimizer import _default_to_fused_or_foreach
 except ImportError:  # pragma: no cover - depends on the torch version
@@ -35,7 +37,6 @@ except ImportError:  # pragma: no cover - depends on the torch version
     def _default_to_fused_or_foreach(params, differentiable, use_fused=False):  # type: ignore[no-redef]
         return False, all(p.device.type == "cuda" for p in params)
 
-from convemerge.errors import ConfigError
 
 __all__ = ["BetaLasso"]
 
