@@ -58,6 +58,17 @@ def test_bad_config_is_one_line_config_error(tmp_path, text, fragment):
     assert "\n" not in str(info.value)
 
 
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nlam: 1e-6\nlam_first: 2e-5\nepochs: 10.0\nweight_decay: 0\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert (cfg.lr, cfg.lam, cfg.lam_first, cfg.epochs) == (1e-3, 1e-6, 2e-5, 10)
+    assert isinstance(cfg.weight_decay, float) and isinstance(cfg.epochs, int)
+    path.write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match="lr='fast' .* is not a float"):
+        TrainConfig.from_yaml(path)
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")

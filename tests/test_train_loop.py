@@ -126,7 +126,7 @@ def test_pad_to_lets_deep_models_fit(tmp_path):
         train(_cfg(tmp_path / "d", model="d-conv", alpha=1, epochs=1), verbose=False)
     assert not (tmp_path / "d").exists()  # refused at setup: nothing written
     result = train(_cfg(tmp_path / "d", model="d-conv", alpha=1, epochs=1, pad_to=16, n_train=200), verbose=False)
-    assert result.summary["geometry"]["image_size"] == [16, 16]
+    assert result.summary["geometry"]["image_size"] == 16
     with pytest.raises(ConfigError, match="smaller than"):
         train(_cfg(tmp_path / "e", pad_to=4), verbose=False)
 
@@ -135,3 +135,10 @@ def test_checkpoint_every_still_resumes(tmp_path):
     result = train(_cfg(tmp_path / "k", epochs=3, checkpoint_every=2), verbose=False)
     state = json.loads((result.run_dir / "checkpoints/last/state.json").read_text())
     assert state["epoch"] == 3  # the final epoch is always saved
+
+
+def test_non_square_images_keep_their_shape(tmp_path):
+    result = train(_cfg(tmp_path / "ns", dataset="noise-row", epochs=1), verbose=False)
+    assert result.summary["geometry"]["image_size"] == [16, 32]
+    model = load_run_model(result.run_dir, "last")
+    assert model.first_layer_filters().shape[-2:] == (16, 32)

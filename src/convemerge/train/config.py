@@ -92,7 +92,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {source}; known: {', '.join(sorted(known))}")
-        values = dict(data)
+        values = {k: _coerce(k, v, _FIELD_TYPES[k], source) for k, v in data.items()}
         for key in ("model_options", "dataset_options"):
             if values.get(key) is None:
                 values[key] = {}
@@ -177,7 +177,8 @@ class TrainConfig:
             raise bad("momentum", "must be < 1")
         if self.nesterov and self.optimizer == "sgd" and float(self.momentum) == 0:
             raise ConfigError("nesterov=True needs momentum > 0; set --momentum or drop --nesterov")
-        if len(self.adam_betas) != 2 or not all(0 <= float(b) < 1 for b in self.adam_betas):
+        if (not isinstance(self.adam_betas, (tuple, list)) or len(self.adam_betas) != 2
+                or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.adam_betas)):
             raise bad("adam_betas", "give two numbers in [0, 1)")
         if self.warmup_epochs > self.epochs:
             raise bad("warmup_epochs", f"must not exceed epochs={self.epochs}")
@@ -188,6 +189,30 @@ class TrainConfig:
         if self.out:
             return Path(self.out)
         return Path("runs") / f"{self.model}-{self.dataset}-{self.optimizer}-s{self.seed}"
+
+
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any, type_name: str, source: str) -> Any:
+    """Give a value read from YAML or the command line its field's type.
+
+    YAML 1.1 reads ``1e-3`` (no dot) as a string, so numbers may arrive as text; ints are accepted for floats,
+    integral floats (``100.0``) for ints. Anything else is left for ``validate`` to judge.
+    """
+    if value is None:
+        return None
+    base = type_name.replace(" | None", "")
+    try:
+        if base == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if base == "int" and isinstance(value, str):
+            return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} in {source} is not a {base}; give a number") from None
+    return value
 
 
 def _is_int(x: Any) -> bool:

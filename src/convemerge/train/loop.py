@@ -185,7 +185,8 @@ class _Run:
         return self.optimizer.param_groups[0]["lr"]
 
     def _geometry(self) -> dict[str, int]:
-        return {"image_size": list(self.data.image_size), "in_chans": self.data.in_chans,
+        h, w = self.data.image_size  # a side when square (what create_model and readers expect), else [H, W]
+        return {"image_size": h if h == w else [h, w], "in_chans": self.data.in_chans,
                 "num_classes": self.data.num_classes}
 
     def _summary(self, status: str, **extra: Any) -> dict[str, Any]:

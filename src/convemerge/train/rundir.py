@@ -150,7 +150,11 @@ def load_run_model(root: str | Path, which: str = "best"):
         raise ConfigError(f"run {paths.root} has no complete '{which}' checkpoint; check the path or use which='last'")
     state = json.loads((found / "state.json").read_text())
     cfg, geo = state["config"], state["geometry"]
-    model = create_model(cfg["model"], alpha=cfg.get("alpha"), image_size=tuple(geo["image_size"]),
+    model = create_model(cfg["model"], alpha=cfg.get("alpha"), image_size=_size(geo["image_size"]),
                          in_chans=geo["in_chans"], num_classes=geo["num_classes"], **(cfg.get("model_options") or {}))
     load_checkpoint(found, model)
     return model.eval()
+
+
+def _size(value):
+    return tuple(value) if isinstance(value, list) else value
