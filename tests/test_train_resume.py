@@ -116,6 +116,8 @@ def test_resume_guards(tmp_path):
     cfg = _config(tmp_path / "r", epochs=1)
     with pytest.raises(ConfigError, match="nothing to resume"):
         train(cfg, resume=True, verbose=False)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/config.yaml").write_text("model: s-fc\n")  # a run that never finished an epoch: restartable
     first = train(cfg, verbose=False)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(cfg, verbose=False)

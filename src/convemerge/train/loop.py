@@ -23,7 +23,7 @@ from convemerge.errors import ConfigError, DivergenceError
 from convemerge.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from convemerge.train.config import RESUME_MUTABLE, TrainConfig
 from convemerge.train.engine import evaluate, make_loss, model_measurements, train_step
-from convemerge.train.metrics import MetricsLog
+from convemerge.train.metrics import MetricsLog, read_metrics
 from convemerge.train.progress import RunProgress, epoch_line
 from convemerge.train.rng import capture_rng, restore_rng
 from convemerge.train.rundir import RunPaths, best_record, build_summary, write_summary
@@ -108,8 +108,15 @@ def _check_run_dir(cfg: TrainConfig, paths: RunPaths, resume: bool) -> None:
         if diffs:
             detail = ", ".join(f"{k}: run has {saved.get(k)!r}, given {given[k]!r}" for k in diffs)
             raise ConfigError(f"cannot resume {paths.root} with changed options ({detail}); drop them or start a new run")
-    elif paths.config.exists() or paths.metrics.exists() or paths.checkpoints.exists():
+    elif _has_progress(paths):
         raise ConfigError(f"run directory {paths.root} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _has_progress(paths: RunPaths) -> bool:
+    """Whether a run directory holds results worth protecting: a logged epoch or a checkpoint. (A run that
+    stopped before finishing its first epoch has none, and simply starts again.)"""
+    return bool(read_metrics(paths.metrics)) or any(
+        find_checkpoint(d) is not None for d in (paths.last, paths.best))
 
 
 @contextlib.contextmanager
@@ -236,6 +243,8 @@ class _Run:
         cfg = self.cfg
         if resume:
             self._restore()
+        else:
+            self.metrics.rewrite([])  # a fresh start (possibly over a run that never finished an epoch)
         n_weights = sum(p.numel() for p in self.model.parameters())
         self._say(f"{cfg.model} on {cfg.dataset}: {len(self.data.train)} train / "
                   f"{len(self.data.val) if self.data.val is not None else 0} val / "
