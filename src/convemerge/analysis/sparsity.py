@@ -7,7 +7,7 @@ it; any other ``nn.Module`` falls back to the ``weight`` of its Conv / Linear mo
 >>> import torch.nn as nn
 >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
 >>> with torch.no_grad():
-...     net[0].weight.zero_()
+...     _ = net[0].weight.zero_()
 >>> nonzero_per_layer(net)
 {'0': 0, '2': 6}
 """
