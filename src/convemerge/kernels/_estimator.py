@@ -233,9 +233,7 @@ class KernelFeatureLearner(BaseEstimator):
         split = validation_split(len(X), self.validation_fraction, labels, rng)
         M, coef, rec, history = self._choose(X, Y, split, gen, dim)
         t0 = time.perf_counter()
-        if split is not None:
-            timing = {"kernel": 0.0, "solve": 0.0, "agop": 0.0}
-            coef, _ = self._solve(self._make_kernel(M), X, Y, rec["reg"], gen, timing)
+        coef = self._refit(M, coef, rec, X, Y, split, gen)
         self.refit_time_ = time.perf_counter() - t0
         self.M_ = M
         self.coef_ = coef
@@ -243,6 +241,16 @@ class KernelFeatureLearner(BaseEstimator):
         self.history_ = history
         self.best_iter_ = int(rec["iteration"])
         self.reg_ = float(rec["reg"])
+
+    def _refit(self, M, coef, rec, X, Y, split, gen):
+        """Refit on all of X with the chosen M and ridge; records ``train_metrics_`` (on all of X)."""
+        if split is None:
+            self.train_metrics_ = {k[len("train_"):]: v for k, v in rec.items() if k.startswith("train_")}
+            return coef
+        timing = {"kernel": 0.0, "solve": 0.0, "agop": 0.0}
+        coef, pred = self._solve(self._make_kernel(M), X, Y, rec["reg"], gen, timing)
+        self.train_metrics_ = {k[len("train_"):]: v for k, v in self._metrics(pred, Y, "train").items()}
+        return coef
 
     def _rng(self):
         rng = check_random_state(self.random_state)

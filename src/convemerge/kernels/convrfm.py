@@ -151,7 +151,8 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
                "    depth: levels (and conv depth of the level-0 kernel). width: random filters per level.\n"
                + _COMMON_DOC +
                "\n    Fitted: ``Ms_`` (one metric per level), ``filters_`` (depth−1 arrays (width, c·q·q)), ``M_``\n"
-               "    (the last metric), ``coef_``, ``history_`` (records carry a ``level`` key), ``best_iters_``.\n")
+               "    (the last metric), ``coef_``, ``history_`` (records carry a ``level`` key), ``best_iters_``,\n"
+               "    ``train_metrics_``.\n")
 
     def __init__(self, depth=2, width=64, kernel="cntk", patch_size=3, pool=None, bandwidth=10.0, reg=1e-3,
                  n_iter=3, agop_power=0.5, centering=False, normalize="frobenius", solver="solve",
@@ -216,9 +217,7 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
             if level + 1 < int(self.depth):
                 self.filters_.append(random_filters(M, int(self.width), gen))
                 feats = featurize(feats, self.filters_[-1], self._level_shape(level), int(self.patch_size))
-        if split is not None:
-            timing = {"kernel": 0.0, "solve": 0.0, "agop": 0.0}
-            coef, _ = self._solve(self._make_kernel(M), feats, Y, rec["reg"], gen, timing)
+        coef = self._refit(M, coef, rec, feats, Y, split, gen)
         self.M_ = M
         self.coef_ = coef
         self.X_fit_ = X

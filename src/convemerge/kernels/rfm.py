@@ -42,7 +42,8 @@ class _BaseRFM(KernelFeatureLearner):
 
     Fitted attributes: ``M_`` (d×d, or (d,) when diag), ``coef_`` (dual weights, n×outputs), ``X_fit_``,
     ``history_`` (one dict per (reg, round): train/val MSE (and accuracy), seconds in kernel/solve/AGOP),
-    ``best_iter_``, ``reg_``, ``n_features_in_`` (and ``classes_`` for the classifier).
+    ``best_iter_``, ``reg_``, ``train_metrics_`` (of the refitted model on all training data), ``refit_time_``,
+    ``n_features_in_`` (and ``classes_`` for the classifier).
     """
 
     def __init__(self, bandwidth=10.0, reg=1e-3, n_iter=5, kernel="laplace", diag=False, agop_power=1.0,

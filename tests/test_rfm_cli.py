@@ -1,0 +1,40 @@
+"""``convemerge rfm``: the command over the library (embedded mnist-5k, tiny settings)."""
+
+from __future__ import annotations
+
+import json
+
+from safetensors.torch import load_file
+
+from convemerge.cli import main
+
+
+def test_rfm_command_writes_summary_and_metric(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["rfm", "--model", "convrfm", "--dataset", "mnist-5k", "--n-train", "60", "--n-test", "40",
+               "--n-iter", "1", "--depth", "2", "--kernel", "patch-laplace", "--seed", "3", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "chosen round=" in text and "test=" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_train"] == 60 and summary["n_test"] == 40 and summary["dataset"] == "mnist-5k"
+    assert summary["best_iter"] in (0, 1) and 0 <= summary["test_accuracy"] <= 1
+    assert summary["val_accuracy"] is not None and len(summary["history"]) == 2
+    assert load_file(out / "metrics.safetensors")["M"].shape == (9, 9)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_rfm_command_deep_model_saves_every_level(tmp_path):
+    out = tmp_path / "deep"
+    rc = main(["rfm", "--model", "deep-convrfm", "--dataset", "mnist-5k", "--n-train", "40", "--n-test", "20",
+               "--n-iter", "0", "--depth", "2", "--width", "4", "--kernel", "patch-laplace", "--out", str(out)])
+    assert rc == 0
+    tensors = load_file(out / "metrics.safetensors")
+    assert tensors["M_0"].shape == (9, 9) and tensors["M_1"].shape == (36, 36)
+
+
+def test_rfm_command_user_errors_are_one_line(capsys):
+    assert main(["rfm", "--model", "svm", "--dataset", "mnist-5k", "--n-train", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "svm" in err and "\n" not in err
+    assert main(["rfm", "--model", "rfm", "--dataset", "mnist-5k", "--n-train", "20", "--depth", "3"]) == 2
