@@ -47,6 +47,8 @@ def machine(device: torch.device) -> str:
     text = f"{cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; torch {torch.__version__}"
     if device.type == "cuda":
         text += f"; {torch.cuda.get_device_name(device)}"
+    if hasattr(os, "getloadavg"):  # other work on the machine makes every timing below noisy
+        text += f"; load average {os.getloadavg()[0]:.1f}"
     return text
 
 

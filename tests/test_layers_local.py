@@ -162,3 +162,18 @@ def test_autocast_bfloat16_on_cpu():
     for got, ref in zip((layer.weight.grad, layer.bias.grad, x.grad), want):
         assert got.dtype == torch.float32
         assert (got - ref).norm() <= 0.03 * ref.norm()
+
+
+@pytest.mark.parametrize("cin,cout,size,k,s,p", GEOMETRIES)
+def test_input_gradient_scatter_equals_fold(cin, cout, size, k, s, p):
+    """The CPU index_add_ path and the F.fold path (other devices) give the same ∂x."""
+    from convemerge.layers.local import _input_grad
+
+    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p).double()
+    hw = _pairs(size)[0]
+    g = torch.randn(math.prod(layer.out_size), 3, cout, dtype=torch.float64)
+    geo = ((cin, *hw), layer.kernel_size, layer.stride, layer.padding)
+    a = _input_grad(g, layer.weight.detach(), *geo, scatter=True)
+    b = _input_grad(g, layer.weight.detach(), *geo, scatter=False)
+    assert a.shape == (3, cin, *hw)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -51,6 +51,35 @@ def _patches(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
     return p.permute(2, 3, 0, 1, 4, 5).reshape(ho * wo, b, c * kh * kw)  # the one gather copy
 
 
+def _patch_index(c: int, padded_hw, kernel, stride, out_hw, device) -> torch.Tensor:
+    """Flat index into a (C·Hp·Wp) padded image of every patch entry, ordered (position, feature): (L·C·kh·kw,)."""
+    (hp, wp), (kh, kw), (sh, sw), (ho, wo) = padded_hw, kernel, stride, out_hw
+    ar = lambda n: torch.arange(n, device=device)  # noqa: E731
+    rows = (ar(ho) * sh).view(ho, 1, 1, 1, 1) + ar(kh).view(1, 1, 1, kh, 1)
+    cols = (ar(wo) * sw).view(1, wo, 1, 1, 1) + ar(kw).view(1, 1, 1, 1, kw)
+    return (ar(c).view(1, 1, c, 1, 1) * (hp * wp) + rows * wp + cols).reshape(-1)
+
+
+def _input_grad(g: torch.Tensor, weight: torch.Tensor, in_shape, kernel, stride, padding, *, scatter: bool):
+    """∂x from g (L, B, out): per-position products, then overlapping patches summed back into the image.
+
+    ``scatter=True`` computes the products transposed, (L, F, B), and adds rows of B contiguous values into a
+    (C·Hp·Wp, B) image with ``index_add_`` — on CPU about twice as fast as ``F.fold``, which first needs a
+    costly (L, B, F) → (B, F, L) transpose. ``index_add_`` is not deterministic on CUDA, so other devices fold.
+    """
+    c, h, w = in_shape
+    (ph, pw), b = padding, g.shape[1]
+    if not scatter:
+        grad_cols = torch.bmm(g, weight)  # (L, B, F)
+        return F.fold(grad_cols.permute(1, 2, 0), (h, w), kernel, padding=padding, stride=stride)
+    hp, wp = h + 2 * ph, w + 2 * pw
+    out_hw = ((hp - kernel[0]) // stride[0] + 1, (wp - kernel[1]) // stride[1] + 1)
+    grad_cols_t = torch.bmm(weight.transpose(1, 2), g.transpose(1, 2))  # (L, F, B)
+    image = g.new_zeros(c * hp * wp, b)
+    image.index_add_(0, _patch_index(c, (hp, wp), kernel, stride, out_hw, g.device), grad_cols_t.reshape(-1, b))
+    return image.view(c, hp, wp, b)[:, ph : ph + h, pw : pw + w].permute(3, 0, 1, 2).contiguous()
+
+
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     """The autocast dtype in force for this device type, or None (torch >= 2.4 API, older fallbacks)."""
     if device_type not in ("cpu", "cuda"):
@@ -85,7 +114,7 @@ class _LocalFunction(torch.autograd.Function):
             out = torch.baddbmm(bias.reshape(bias.shape[0], -1).t().unsqueeze(1), cols, weight.transpose(1, 2))
         # Keep only what the backward pass will use: patches for ∂W, weights for ∂x.
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
-        ctx.geometry = (tuple(x.shape[2:]), kernel, stride, padding)
+        ctx.geometry = (tuple(x.shape[1:]), kernel, stride, padding)
         b = x.shape[0]
         return out.permute(1, 2, 0).reshape(b, weight.shape[1], *out_hw)
 
@@ -93,14 +122,13 @@ class _LocalFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         cols, weight = ctx.saved_tensors
-        in_hw, kernel, stride, padding = ctx.geometry
+        in_shape, kernel, stride, padding = ctx.geometry
         b, o = grad_out.shape[:2]
         g = grad_out.reshape(b, o, -1).permute(2, 0, 1)
         g = (g if ctx.dtype is None else g.to(ctx.dtype)).contiguous()  # (L, B, out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_cols = torch.bmm(g, weight)  # (L, B, F)
-            grad_x = F.fold(grad_cols.permute(1, 2, 0), in_hw, kernel, padding=padding, stride=stride)
+            grad_x = _input_grad(g, weight, in_shape, kernel, stride, padding, scatter=g.device.type == "cpu")
         if ctx.needs_input_grad[1]:
             grad_w = torch.bmm(g.transpose(1, 2), cols)  # (L, out, F)
         if ctx.needs_input_grad[2]:
