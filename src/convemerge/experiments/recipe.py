@@ -105,6 +105,7 @@ class Arm:
     grid: Mapping[str, Any] = field(default_factory=dict)  # tuned TrainConfig fields -> candidates
     tags: Mapping[str, Any] = field(default_factory=dict)  # what the report shows (row, method, family, ...)
     datasets: tuple[str, ...] | None = None  # override the recipe's datasets for this arm
+    per_dataset: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # dataset -> extra fixed fields
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ class Recipe:
                                   "dataset": dataset, "epochs": self.epochs}
                         if arm.alpha is not None:
                             config["alpha"] = arm.alpha
-                        config.update({**dict(arm.fixed), **point, "seed": seed})
+                        config.update({**dict(arm.fixed), **dict(arm.per_dataset.get(dataset, {})), **point,
+                                       "seed": seed})
                         rid = run_id(config)
                         if rid in seen:
                             continue
@@ -235,7 +237,8 @@ class Recipe:
             "notes": dict(self.notes),
             "arms": [{"name": a.name, "model": a.model, "optimizer": a.optimizer, "alpha": a.alpha,
                       "fixed": dict(a.fixed), "grid": {k: list(v) for k, v in a.grid.items()},
-                      "tags": dict(a.tags), "datasets": a.datasets} for a in self.arms],
+                      "tags": dict(a.tags), "datasets": a.datasets,
+                      "per_dataset": {k: dict(v) for k, v in a.per_dataset.items()}} for a in self.arms],
             "callables": [{"name": c.name, "target": c.target, "kwargs": dict(c.kwargs), "tags": dict(c.tags)}
                           for c in self.callables],
         })

@@ -96,7 +96,7 @@ def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None =
         jobs.extend(rjobs)
         if log:
             log(f"{name}: {len(rjobs)} job(s) ({len(recipe.arms)} arm(s), seeds {list(recipe.seeds)})")
-    report = run_jobs(jobs, workers=workers, ray_address=ray_address, threads=threads, log=log)
+    report = run_jobs(jobs, workers=workers, ray_address=ray_address, threads=threads, command=command, log=log)
     if log:
         log(report.line())
     return ReproduceResult(out, names, manifests, report)

@@ -91,10 +91,11 @@ def _call(target: str, **kwargs: Any) -> Any:
     return getattr(importlib.import_module(module), name)(**kwargs)
 
 
-def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool = True) -> dict[str, Any]:
+def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool = True,
+                command: str | None = None) -> dict[str, Any]:
     """Run one job (a :meth:`Job.to_dict`) to completion in this process; returns ``{"run_id", "status",
     "seconds", "error"}``. Never raises for the job's own errors (they are returned and written to error.txt)."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = Path(job["out"])
     try:
         if threads:
@@ -111,7 +112,7 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
                 cfg = TrainConfig.from_dict(fields, source=f"job {job['run_id']}")
                 # an interrupted run (a config and a checkpoint are there) continues where it stopped
                 resume = (out / "config.yaml").exists() and (out / "checkpoints").exists()
-                train(cfg, resume=resume, progress=False)
+                train(cfg, resume=resume, progress=False, verbose=False, command=command)
             if analyse and not (out / "analysis.json").exists():
                 from convemerge.experiments.postprocess import analyse_run
 
@@ -123,7 +124,8 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
                     raise RuntimeError(f"callable {job['target']} returned without writing summary.json")
         else:
             raise ConfigError(f"unknown job kind {job['kind']!r}; use 'train' or 'callable'")
-        return {"run_id": job["run_id"], "status": "ok", "seconds": time.perf_counter() - start, "error": None}
+        return {"run_id": job["run_id"], "status": "ok", "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu, "error": None}
     except BaseException as exc:  # noqa: BLE001 - a worker must report, not die
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -132,7 +134,8 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
             (out / "error.txt").write_text(line + "\n\n" + traceback.format_exc())
         except OSError:
             pass
-        return {"run_id": job["run_id"], "status": "failed", "seconds": time.perf_counter() - start, "error": line}
+        return {"run_id": job["run_id"], "status": "failed", "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu, "error": line}
 
 
 # ----------------------------------------------------------------------------- many jobs
@@ -153,8 +156,10 @@ def _existing_twin(job: Job) -> Path | None:
 
 
 def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None = None, threads: int | None = None,
-             analyse: bool = True, log: Callable[[str], None] | None = print) -> RunReport:
-    """Run every job not yet finished (see the module docstring) and return what happened."""
+             analyse: bool = True, command: str | None = None,
+             log: Callable[[str], None] | None = print) -> RunReport:
+    """Run every job not yet finished (see the module docstring) and return what happened. ``command`` is
+    recorded in each run's summary (how to reproduce it)."""
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     log = log or (lambda _msg: None)
@@ -192,23 +197,24 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
         job = primary[rid]
         if result["status"] == "ok":
             report.ran.append(rid)
-            log(f"[{done}/{total}] {job.experiment}/{rid} done in {result['seconds']:.1f} s")
+            log(f"[{done}/{total}] {job.experiment}/{rid} done in {result['seconds']:.1f} s "
+                f"({result.get('cpu_seconds', 0.0):.1f} s CPU)")
         else:
             report.failed[rid] = result["error"]
             log(f"[{done}/{total}] {job.experiment}/{rid} FAILED: {result['error']} (see {job.out}/error.txt)")
 
     payloads = [j.to_dict() for j in todo]
     if ray_address:
-        _run_ray(payloads, ray_address, threads, workers, analyse, record)
+        _run_ray(payloads, ray_address, threads, workers, analyse, command, record)
     elif workers == 1 or total <= 1:
         # in-process: no spawn cost
         for i, p in enumerate(payloads, 1):
-            record(execute_job(p, threads if threads else None, analyse), i)
+            record(execute_job(p, threads, analyse, command), i)
     else:
         ctx = get_context("spawn")  # fresh interpreters: no forked OpenMP pools, no shared torch state
         with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads,)) as pool:
-            futures = [pool.submit(execute_job, p, threads, analyse) for p in payloads]
+            futures = [pool.submit(execute_job, p, threads, analyse, command) for p in payloads]
             for i, fut in enumerate(as_completed(futures), 1):
                 record(fut.result(), i)
 
@@ -222,7 +228,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
     return report
 
 
-def _run_ray(payloads: list[dict], address: str, threads: int, workers: int, analyse: bool, record) -> None:
+def _run_ray(payloads: list[dict], address: str, threads: int, workers: int, analyse: bool, command: str | None,
+             record) -> None:
     try:
         import ray
     except ImportError:
@@ -236,7 +243,7 @@ def _run_ray(payloads: list[dict], address: str, threads: int, workers: int, ana
         started = True
     try:
         remote = ray.remote(num_cpus=threads, max_retries=0)(execute_job)
-        pending = [remote.remote(p, threads, analyse) for p in payloads]
+        pending = [remote.remote(p, threads, analyse, command) for p in payloads]
         done = 0
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

@@ -19,7 +19,7 @@ __all__ = ["Text", "Table", "Figure", "Section", "render_html", "render_markdown
 
 @dataclass
 class Text:
-    """A paragraph. ``**bold**`` and ```code``` are rendered in both outputs; everything else is escaped."""
+    """A paragraph. ``**bold**``, ``*italic*`` and ```code``` are rendered in both outputs; the rest is escaped."""
 
     text: str
 
@@ -71,6 +71,7 @@ def figure_png(fig) -> bytes:
 def _inline_html(text: str) -> str:
     out = html.escape(text)
     out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"<i>\1</i>", out)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
 
 

@@ -118,9 +118,12 @@ def fig3_section(rec: ExperimentRecords) -> Section:
         rows = []
         for i, (layer, ax) in enumerate(zip(layers, axes)):
             finals = []
+            dense = ref.get("s-fc", [])
             for rid, hist in histories.items():
                 ep = [r["epoch"] for r in hist]
                 nz = [max(1, r["nonzero"][layer]) for r in hist]  # log scale: an all-zero layer plots at 1
+                if i < len(dense):  # epoch 0: the initialisation, every weight non-zero
+                    ep, nz = [0, *ep], [dense[i], *nz]
                 ax.plot(ep, nz, color="C0", alpha=0.8, lw=1.5, label="S-FC β-LASSO" if not finals else None)
                 finals.append(hist[-1]["nonzero"][layer])
             for model, colour in (("s-fc", "0.5"), ("s-conv", "C1"), ("s-local", "C2")):

@@ -4,7 +4,7 @@ same layer (from the architectures at the same α and input size) as reference l
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
-from convemerge.experiments.recipes._scales import settings
+from convemerge.experiments.recipes._scales import fmt_settings, settings
 from convemerge.experiments.registry import register_recipe
 
 
@@ -19,6 +19,6 @@ def fig3(scale: str) -> Recipe:
     return Recipe(
         name="fig3", scale=scale, datasets=sc.datasets, arms=(arm,), seeds=sc.seeds, epochs=sc.long_epochs,
         base=sc.base, callables=(counts,),
-        description=(f"S-FC α={a} with β-LASSO β=50, {dict(sc.lasso_fixed)}, {sc.long_epochs} epochs; non-zero "
+        description=(f"S-FC α={a} with β-LASSO β=50, {fmt_settings(sc.lasso_fixed)}, {sc.long_epochs} epochs; non-zero "
                      f"weights of each layer logged every epoch."),
     )

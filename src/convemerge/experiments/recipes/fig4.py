@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import settings
+from convemerge.experiments.recipes._scales import fmt_settings, settings
 from convemerge.experiments.registry import register_recipe
 
 
@@ -23,6 +23,6 @@ def fig4(scale: str) -> Recipe:
     return Recipe(
         name="fig4", scale=scale, datasets=sc.datasets, arms=arms, seeds=sc.seeds, epochs=sc.long_epochs,
         base=sc.base, notes={"min_nonzero": 20, "units": 16, "window": 9},
-        description=(f"α={a}, {sc.long_epochs} epochs; SGD {dict(sc.sgd_fixed)}, β-LASSO β=50 "
-                     f"{dict(sc.lasso_fixed)}. Filters drawn (seeded) among units with ≥ 20 non-zero weights."),
+        description=(f"α={a}, {sc.long_epochs} epochs; SGD {fmt_settings(sc.sgd_fixed)}, β-LASSO β=50 "
+                     f"{fmt_settings(sc.lasso_fixed)}. Filters drawn (seeded) among units with ≥ 20 non-zero weights."),
     )

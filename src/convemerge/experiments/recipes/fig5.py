@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import settings
+from convemerge.experiments.recipes._scales import fmt_settings, settings
 from convemerge.experiments.registry import register_recipe
 
 KERNELS = (3, 7, 11, 15)
@@ -24,5 +24,5 @@ def fig5(scale: str) -> Recipe:
         name="fig5", scale=scale, datasets=sc.sweep_datasets, arms=tuple(arms), seeds=sc.seeds,
         epochs=sc.sweep_epochs, base=sc.base,
         description=(f"ResNet18 (width α={sc.resnet_alpha}) with kernel size {list(KERNELS)}, {sc.sweep_epochs} "
-                     f"epochs; SGD {dict(sc.sgd_fixed)} vs β-LASSO β=50 {dict(sc.lasso_fixed)}."),
+                     f"epochs; SGD {fmt_settings(sc.sgd_fixed)} vs β-LASSO β=50 {fmt_settings(sc.lasso_fixed)}."),
     )

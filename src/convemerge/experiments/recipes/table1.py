@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import DEEP, LABELS, SHALLOW, alpha_for, settings
+from convemerge.experiments.recipes._scales import (
+    DEEP,
+    LABELS,
+    SHALLOW,
+    alpha_for,
+    fmt_settings,
+    per_dataset,
+    settings,
+)
 from convemerge.experiments.registry import register_recipe
 
 MODELS = (*DEEP, *SHALLOW)
@@ -14,7 +22,8 @@ def table1(scale: str) -> Recipe:
     sc = settings(scale)
     arms = tuple(
         Arm(f"{m}/sgd@{e}", model=m, optimizer="sgd", alpha=alpha_for(m, sc), fixed={"epochs": e},
-            grid=sc.sgd_grid, tags={"row": LABELS[m], "epochs": e})
+            grid=sc.sgd_grid, tags={"row": LABELS[m], "epochs": e},
+            per_dataset=per_dataset(m))
         for e in sc.table1_epochs for m in MODELS
     )
     return Recipe(
@@ -22,5 +31,5 @@ def table1(scale: str) -> Recipe:
         base=sc.base,
         description=(f"Seven architectures (deep α={sc.deep_alpha}, shallow α={sc.shallow_alpha}) trained with SGD "
                      f"for {' / '.join(map(str, sc.table1_epochs))} epochs; momentum and weight decay chosen on "
-                     f"the validation split from {dict(sc.sgd_grid)}."),
+                     f"the validation split from {fmt_settings(sc.sgd_grid)}."),
     )

@@ -4,7 +4,7 @@ SGD-trained S-CONV, S-LOCAL, 3-FC and S-FC."""
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import LABELS, settings
+from convemerge.experiments.recipes._scales import LABELS, fmt_settings, settings
 from convemerge.experiments.registry import register_recipe
 
 BETAS = (0.0, 1.0, 50.0)
@@ -23,6 +23,6 @@ def table2(scale: str) -> Recipe:
     return Recipe(
         name="table2", scale=scale, datasets=sc.datasets, arms=tuple(arms), seeds=sc.seeds,
         epochs=sc.long_epochs, base=sc.base,
-        description=(f"Shallow nets at α={a}, {sc.long_epochs} epochs. SGD arms tune {dict(sc.sgd_grid)}; "
-                     f"β-LASSO arms (no momentum) tune λ_first × λ over {dict(sc.lasso_grid)}."),
+        description=(f"Shallow nets at α={a}, {sc.long_epochs} epochs. SGD arms tune {fmt_settings(sc.sgd_grid)}; "
+                     f"β-LASSO arms (no momentum) tune λ_first × λ over {fmt_settings(sc.lasso_grid)}."),
     )

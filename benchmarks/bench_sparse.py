@@ -1,0 +1,93 @@
+"""CPU inference of a sparse-exported S-FC against the same net run dense (S-FC, α = 8, 28×28×1, eval mode).
+
+The first layer (784 → 1568, 80 % of the weights) is sparsified at 95 % and 99 % zeros — what β-LASSO leaves —
+and, in a second setting, the second layer too. Both nets come from one model: the dense one as trained, the
+sparse one through ``export_model_sparse`` + ``load_sparse`` (linear layers at ≤ 10 % density as CSR). Timings
+are interleaved (dense, sparse, dense, …) and summarised by their medians. Goal: ≥ 3× at ≥ 95 % zeros.
+
+    python benchmarks/bench_sparse.py               # 30 rounds per setting
+    python benchmarks/bench_sparse.py --quick       # 7 rounds
+    python benchmarks/bench_sparse.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from convemerge.models import create_model
+from convemerge.train.export import export_model_sparse, load_sparse
+
+ALPHA, SIDE, CLASSES = 8, 28, 10
+GEOMETRY = {"image_size": SIDE, "in_chans": 1, "num_classes": CLASSES}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; torch {torch.__version__}"
+
+
+def sparsified(zeros: float, layers: int, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = create_model("s-fc", alpha=ALPHA, **GEOMETRY).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for wl in model.weight_layers()[:layers]:
+            wl.module.weight.mul_((torch.rand(wl.module.weight.shape, generator=g) >= zeros).float())
+    return model
+
+
+@torch.inference_mode()
+def timed(fn, x, reps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn(x)
+    return (time.perf_counter() - start) / reps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rounds = 7 if args.quick else 30
+    print(f"machine: {machine()}")
+    print(f"S-FC alpha={ALPHA} side={SIDE}: {sum(p.numel() for p in sparsified(0, 0).parameters()):,} parameters")
+    print(f"{'setting':<34}{'batch':>6}{'dense ms':>10}{'sparse ms':>11}{'speed-up':>10}{'max |diff|':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for zeros, layers in ((0.95, 1), (0.99, 1), (0.95, 2), (0.99, 2)):
+            dense = sparsified(zeros, layers)
+            path = export_model_sparse(dense, Path(tmp) / f"net{zeros}{layers}", config={"model": "s-fc",
+                                       "alpha": ALPHA}, geometry=GEOMETRY)
+            sparse = load_sparse(path)
+            for batch in (1, 64, 512):
+                x = torch.randn(batch, 1, SIDE, SIDE)
+                with torch.inference_mode():
+                    diff = float((dense(x) - sparse(x)).abs().max())
+                reps = max(1, 2048 // batch)
+                timed(dense, x, reps), timed(sparse, x, reps)  # warm-up
+                td, ts = [], []
+                for _ in range(rounds):
+                    td.append(timed(dense, x, reps))
+                    ts.append(timed(sparse, x, reps))
+                md, ms = statistics.median(td), statistics.median(ts)
+                name = f"{zeros:.0%} zeros in layer{'s 1-2' if layers == 2 else ' 1'}"
+                print(f"{name:<34}{batch:>6}{md * 1e3:>10.3f}{ms * 1e3:>11.3f}{md / ms:>9.2f}x{diff:>12.2e}")
+
+
+if __name__ == "__main__":
+    main()
