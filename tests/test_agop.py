@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -165,12 +166,22 @@ def test_contract_locally_connected_layer_matches_brute_force():
     if not hasattr(layers, "LocallyConnected2d"):
         pytest.skip("convemerge.layers.LocallyConnected2d not available yet")
     model = nn.Sequential(
-        layers.LocallyConnected2d(2, 3, 6, 3, stride=1, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 4)
+        layers.LocallyConnected2d(2, 3, 6, 3, stride=1, padding=1),
+        nn.ReLU(),
+        layers.LocallyConnected2d(3, 30, 6, 3, stride=2),  # middle layer; projection route (30 > 27)
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(30 * 4, 4),
     ).to(DT)
     x = torch.randn(4, 2, 6, 6, dtype=DT)
-    for per_position in (False, True):
-        ref = brute_force_agop(model, "0", x, per_position=per_position)
-        assert rel_err(layer_agop(model, "0", x, per_position=per_position), ref) <= 1e-5
+    for name in ("0", "2"):
+        for per_position in (False, True):
+            ref = brute_force_agop(model, name, x, per_position=per_position)
+            for batched in (True, False):  # batched: vmap over the layer's custom backward, or the fallback
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    got = layer_agop(model, name, x, per_position=per_position, batched=batched)
+                assert rel_err(got, ref) <= 1e-5
 
 
 def test_options_chunking_loop_subset_sum_power():
@@ -250,3 +261,73 @@ def test_find_weight_layers_prefers_model_weight_layers():
     model = WithList(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
     assert [layer.name for layer in find_weight_layers(model)] == ["2", "0"]
     assert [layer.kind for layer in find_weight_layers(conv_net())] == ["conv"] * 3 + ["linear"] * 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_blocks_in_low_precision(monkeypatch, dtype):
+    import copy
+
+    import convemerge.analysis.agop as agop_mod
+
+    cnet, lnet = conv_net(), local_net()
+    x, xl = torch.randn(6, 3, 9, 9, dtype=DT), torch.randn(5, 2, 6, 6, dtype=DT)
+    ref = {**agops(cnet, x), **{f"l{k}": v for k, v in agops(lnet, xl).items()}}
+    per_ref = agops(lnet, xl, per_position=True)
+    monkeypatch.setattr(agop_mod, "_BLOCK_ROWS", 7)  # many small blocks (float32) / still one (float64)
+    cnet, lnet = copy.deepcopy(cnet).to(dtype), copy.deepcopy(lnet).to(dtype)
+    got = {**agops(cnet, x.to(dtype)), **{f"l{k}": v for k, v in agops(lnet, xl.to(dtype)).items()}}
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for name in ref:
+        assert got[name].dtype == dtype
+        assert rel_err(got[name].double(), ref[name]) <= tol
+    per = agops(lnet, xl.to(dtype), per_position=True)
+    assert all(rel_err(per[k].double(), per_ref[k]) <= tol for k in per)
+
+
+def test_float32_many_rows_stays_accurate():
+    # 3 outputs × 48 images × 256 positions = 36864 rows per chunk: more than one block of rows
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 256, 3))
+    x = torch.randn(48, 1, 16, 16)
+    ref = layer_agop(model.to(DT), "0", x.to(DT), batch_size=64)
+    got = layer_agop(model.float(), "0", x, batch_size=64)
+    assert rel_err(got.double(), ref) <= 1e-5
+
+
+def test_registered_models_batched_equals_loop():
+    models = pytest.importorskip("convemerge.models")
+    if not hasattr(models, "create_model"):
+        pytest.skip("convemerge.models.create_model not available yet")
+    for name in ("s-local", "d-local", "d-conv", "s-fc"):
+        torch.manual_seed(0)
+        model = models.create_model(name, alpha=2, image_size=16, in_chans=1, num_classes=3).to(DT)
+        x = torch.randn(3, 1, 16, 16, dtype=DT)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            a = agops(model, x)
+        b = agops(model, x, batched=False, batch_size=2)
+        assert list(a) == [layer.name for layer in model.weight_layers()]
+        assert all(rel_err(a[k], b[k]) <= 1e-10 for k in a)
+
+
+def test_fallback_to_loop_when_an_op_has_no_vmap_rule():
+    class NoVmap(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            if bool(g.abs().sum() >= 0):  # data-dependent control flow: no vmap rule (aten::is_nonzero)
+                return 2 * g
+            return 2 * g
+
+    class Wrap(nn.Module):
+        def forward(self, x):
+            return NoVmap.apply(x)
+
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), Wrap(), nn.Linear(5, 3)).to(DT)
+    x = torch.randn(6, 4, dtype=DT)
+    ref = brute_force_agop(model, "0", x)
+    with pytest.warns(RuntimeWarning, match="one backward pass per output"):
+        got = layer_agop(model, "0", x, batch_size=2)
+    assert rel_err(got, ref) <= 1e-10

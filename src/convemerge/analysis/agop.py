@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -134,6 +135,15 @@ def sym_matrix_power(m: torch.Tensor, power: float) -> torch.Tensor:
     return (evecs * evals.pow(power).unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
 
+_BLOCK_ROWS = 16384
+
+
+def _blocks(n: int, dtype: torch.dtype, step: int | None = None) -> list[slice]:
+    """Row blocks: one block in float64, blocks of ``step`` (default _BLOCK_ROWS) rows in lower precision."""
+    step = max(n, 1) if dtype == torch.float64 else (step or _BLOCK_ROWS)
+    return [slice(r, r + step) for r in range(0, n, step)]
+
+
 class _Accumulator:
     """Running Σ ∇∇ᵀ for one layer from chunks of ∂f/∂h, in float64."""
 
@@ -167,13 +177,21 @@ class _Accumulator:
         else:  # local: (L, M, k), M = outputs × images
             rows = g.reshape(-1, k, self.w.shape[0]).permute(2, 0, 1)
         rows = rows.to(self.w.dtype)
+        # Sum at most _BLOCK_ROWS rows per low-precision matmul and the partial sums in float64: one float32
+        # matmul over ~10⁵–10⁶ rows (all outputs × images × positions of a chunk) loses about 1e-4.
         if kind != "local":
-            v = rows if self.gram else rows @ self.w
-            self.acc += (v.T @ v).double()
-        elif self.gram:
-            self.acc += torch.bmm(rows.transpose(1, 2), rows).double()
-        else:
-            v = torch.bmm(rows, self.w)  # (L, M, d): ∇ w.r.t. each position's patch
+            for blk in _blocks(rows.shape[0], rows.dtype):
+                v = rows[blk] if self.gram else rows[blk] @ self.w
+                self.acc += (v.T @ v).double()
+            return
+        pooled_projection = not self.gram and not self.per_position
+        step = max(1, _BLOCK_ROWS // rows.shape[0]) if pooled_projection else _BLOCK_ROWS
+        for part in _blocks(rows.shape[1], rows.dtype, step):
+            blk = rows[:, part]
+            if self.gram:
+                self.acc += torch.bmm(blk.transpose(1, 2), blk).double()
+                continue
+            v = torch.bmm(blk, self.w)  # (L, m, d): ∇ w.r.t. each position's patch
             if self.per_position:
                 self.acc += torch.bmm(v.transpose(1, 2), v).double()
             else:
@@ -221,20 +239,19 @@ class _Capture:
             handle.remove()
 
 
-def _output_grads(
-    f: torch.Tensor, hs: list[torch.Tensor], idx: Sequence[int], batched: bool
-) -> list[torch.Tensor]:
-    """[(len(idx), B, *h.shape[1:])] gradients of f[:, o] (o in idx) w.r.t. each h, batched over outputs."""
+def _output_grads(f: torch.Tensor, hs: list[torch.Tensor], idx: Sequence[int], batched: bool):
+    """Yield [(m, B, *h.shape[1:])] gradients of f[:, o] w.r.t. each h for the outputs o in idx: all of them
+    in one backward pass batched over outputs (m = len(idx)), or one backward pass per output (m = 1)."""
     if batched:
         go = torch.zeros((len(idx),) + tuple(f.shape), dtype=f.dtype, device=f.device)
         go[torch.arange(len(idx)), :, torch.as_tensor(list(idx))] = 1.0
         grads = torch.autograd.grad(f, hs, go, retain_graph=True, is_grads_batched=True, allow_unused=True)
-        return [torch.zeros((len(idx),) + h.shape, dtype=h.dtype, device=h.device) if g is None else g for g, h in zip(grads, hs)]
-    per_output = [
-        torch.autograd.grad(f[:, o].sum(), hs, retain_graph=True, allow_unused=True, materialize_grads=True)
-        for o in idx
-    ]
-    return [torch.stack([g[j] for g in per_output]) for j in range(len(hs))]
+        yield [torch.zeros((len(idx),) + h.shape, dtype=h.dtype, device=h.device) if g is None else g
+               for g, h in zip(grads, hs)]
+        return
+    for o in idx:
+        grads = torch.autograd.grad(f[:, o].sum(), hs, retain_graph=True, allow_unused=True, materialize_grads=True)
+        yield [g.unsqueeze(0) for g in grads]
 
 
 def agops(
@@ -267,6 +284,8 @@ def agops(
         raise ConfigError(f"power={power} is negative; use a power >= 0 (the AGOP is only positive semi-definite)")
     names = [layer.name for layer in find_weight_layers(model)] if layers is None else list(layers)
     targets = [resolve_layer(model, name) for name in names]
+    if not targets:
+        return {}
     modes = {m: m.training for m in model.modules()}
     if eval_mode:  # batch norm in train mode would couple the images of a chunk
         model.eval()
@@ -289,10 +308,23 @@ def agops(
                     accs[layer.name] = _Accumulator(layer, h.shape, per_position)
             idx_all = list(range(f.shape[1])) if outputs is None else list(outputs)
             for c0 in range(0, len(idx_all), output_chunk):
-                grads = _output_grads(f, hs, idx_all[c0 : c0 + output_chunk], batched)
-                for layer, g in zip(targets, grads):
-                    accs[layer.name].add(g)
-            del f, hs, grads
+                idx = idx_all[c0 : c0 + output_chunk]
+                try:
+                    chunks = list(_output_grads(f, hs, idx, True)) if batched else _output_grads(f, hs, idx, False)
+                except RuntimeError as exc:  # an op without a vmap rule (e.g. a custom backward): loop instead
+                    warnings.warn(
+                        f"batched backward over outputs failed ({str(exc).splitlines()[0][:120]}); "
+                        "using one backward pass per output (pass batched=False to skip the attempt)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    batched = False
+                    chunks = _output_grads(f, hs, idx, False)
+                for grads in chunks:
+                    for layer, g in zip(targets, grads):
+                        accs[layer.name].add(g)
+                    del grads
+            del f, hs
             capture.h.clear()
     finally:
         capture.remove()
