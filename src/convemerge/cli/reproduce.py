@@ -22,7 +22,9 @@ def reproduce_command(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (0..N-1); default: the scale's "
                                                               "(2 for quick, 3 otherwise)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Runs folder (default runs/reproduce-<scale>)."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes; each uses cores/N threads."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes, each with "
+                                                                        "cores/N threads (default: one per core, "
+                                                                        "at most 16; 1 at paper scale)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run the jobs as Ray tasks on this "
                                                                           "cluster ('local' starts one here)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Build the report when the runs are done."),
@@ -31,8 +33,13 @@ def reproduce_command(
     """Run a paper table or figure as a recipe: finished runs are skipped, interrupted ones resumed."""
     from convemerge.experiments.registry import expand_experiments, get_recipe
     from convemerge.experiments.reproduce import default_out, reproduce
+    from convemerge.experiments.runner import available_cores
 
     out = out or default_out(scale)
+    if workers is None:
+        # small nets train faster as one single-threaded process per core than as one multi-threaded process;
+        # paper-scale nets want the whole machine (a GPU) each
+        workers = 1 if scale == "paper" else min(16, available_cores())
     if list_only:
         for name in expand_experiments(experiment, scale):
             recipe = get_recipe(name, scale).with_overrides(seeds=seeds, datasets=tuple(dataset or ()) or None)

@@ -41,6 +41,11 @@ def _arm_points(rec: ExperimentRecords, dataset: str) -> dict[str, list[dict]]:
     return fams
 
 
+def _train_acc_cell(rec: ExperimentRecords, cand) -> str:
+    return fmt_ms([1 - a["train_error"] for a in (rec.analyses.get(i) or {} for i, v in zip(cand.run_ids, cand.val)
+                                                  if v is not None) if a.get("train_error") is not None])
+
+
 @register_section("fig2", order=30)
 def fig2_section(rec: ExperimentRecords) -> Section:
     s = Section("fig2", "Fig. 2 — parameters, description length and generalisation")
@@ -80,9 +85,7 @@ def fig2_section(rec: ExperimentRecords) -> Section:
         s.add(Table(["family", f"min. params to reach {target:.0%} train acc.", "at α", "best test acc. %"], rows,
                     f"{label(d)}: description length by parameter count (families that never reach the target "
                     f"show —)."))
-    s.add(selection_table(rec, extra=[("train acc %", lambda r, c: fmt_ms(
-        [1 - r.analyses[i]["train_error"] for i, v in zip(c.run_ids, c.val)
-         if v is not None and (r.analyses.get(i) or {}).get("train_error") is not None])), *MDL_COLUMNS],
+    s.add(selection_table(rec, extra=[("train acc %", _train_acc_cell), *MDL_COLUMNS],
         caption="Every trained net: exact training accuracy of the selected weights and its description length "
                 "(8-bit quantisation; dense n·b vs sparse/shared k·b + ‖w‖₀·log₂(kn) + 2·log₂ n bits) with both "
                 "generalisation bounds (δ = 0.05)."))

@@ -19,6 +19,6 @@ def fig3(scale: str) -> Recipe:
     return Recipe(
         name="fig3", scale=scale, datasets=sc.datasets, arms=(arm,), seeds=sc.seeds, epochs=sc.long_epochs,
         base=sc.base, callables=(counts,),
-        description=(f"S-FC α={a} with β-LASSO β=50, {fmt_settings(sc.lasso_fixed)}, {sc.long_epochs} epochs; non-zero "
-                     f"weights of each layer logged every epoch."),
+        description=(f"S-FC α={a} with β-LASSO β=50, {fmt_settings(sc.lasso_fixed)}, {sc.long_epochs} epochs; "
+                     f"non-zero weights of each layer logged every epoch."),
     )

@@ -24,5 +24,6 @@ def fig4(scale: str) -> Recipe:
         name="fig4", scale=scale, datasets=sc.datasets, arms=arms, seeds=sc.seeds, epochs=sc.long_epochs,
         base=sc.base, notes={"min_nonzero": 20, "units": 16, "window": 9},
         description=(f"α={a}, {sc.long_epochs} epochs; SGD {fmt_settings(sc.sgd_fixed)}, β-LASSO β=50 "
-                     f"{fmt_settings(sc.lasso_fixed)}. Filters drawn (seeded) among units with ≥ 20 non-zero weights."),
+                     f"{fmt_settings(sc.lasso_fixed)}. Filters drawn (seeded) among units with ≥ 20 non-zero "
+                     f"weights."),
     )
