@@ -184,7 +184,9 @@ def test_contract_locally_connected_layer_matches_brute_force():
                 assert rel_err(got, ref) <= 1e-5
 
 
-def test_options_chunking_loop_subset_sum_power():
+def test_options_chunking_loop_subset_sum_power(monkeypatch):
+    import convemerge.analysis.agop as agop_mod
+
     model = conv_net()
     x = torch.randn(7, 3, 9, 9, dtype=DT)
     base = agops(model, x)
@@ -193,6 +195,9 @@ def test_options_chunking_loop_subset_sum_power():
         other = agops(model, x, **kw)
         for name in base:
             assert rel_err(other[name], base[name]) <= 1e-12
+    monkeypatch.setattr(agop_mod, "GRAD_BYTES_PER_CHUNK", 1)  # automatic output chunk of 1
+    small = agops(model, x)
+    assert all(rel_err(small[name], base[name]) <= 1e-12 for name in base)
     summed = layer_agop(model, "2", x, reduction="sum")
     assert rel_err(summed, 7 * base["2"]) <= 1e-12
     parts = sum(layer_agop(model, "2", x, outputs=[o]) for o in range(3))
@@ -247,6 +252,18 @@ def test_errors_are_one_line_config_errors():
     twice = nn.Sequential(shared, nn.Tanh(), shared)
     with pytest.raises(ConfigError, match="more than once"):
         layer_agop(twice, "0", torch.randn(2, 3))
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x), x
+
+    with pytest.raises(ConfigError, match="returned a tuple; pass output_fn"):
+        layer_agop(Pair(), "lin", torch.randn(2, 3))
+    got = layer_agop(Pair(), "lin", torch.randn(2, 3), output_fn=lambda m, xb: m(xb)[0])
+    assert got.shape == (3, 3)
     with pytest.raises(ConfigError, match="negative"):
         layer_agop(nn.Sequential(nn.Linear(3, 2)), "0", torch.randn(2, 3), power=-0.5)
 

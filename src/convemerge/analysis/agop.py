@@ -136,6 +136,8 @@ def sym_matrix_power(m: torch.Tensor, power: float) -> torch.Tensor:
 
 
 _BLOCK_ROWS = 16384
+# Default output chunk: hold at most this many bytes of ∂f/∂h at once (the batched backward needs some more).
+GRAD_BYTES_PER_CHUNK = 512 * 2**20
 
 
 def _blocks(n: int, dtype: torch.dtype, step: int | None = None) -> list[slice]:
@@ -265,7 +267,7 @@ def agops(
     outputs: Sequence[int] | None = None,
     output_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 64,
-    output_chunk: int = 16,
+    output_chunk: int | None = None,
     batched: bool = True,
     eval_mode: bool = True,
 ) -> dict[str, torch.Tensor]:
@@ -276,7 +278,7 @@ def agops(
     """
     if reduction not in ("mean", "sum"):
         raise ConfigError(f"reduction={reduction!r} is not one of 'mean', 'sum'")
-    if batch_size < 1 or output_chunk < 1:
+    if batch_size < 1 or (output_chunk is not None and output_chunk < 1):
         raise ConfigError(f"batch_size={batch_size}, output_chunk={output_chunk}: both must be >= 1")
     if x.shape[0] == 0:
         raise ConfigError("x holds no images; the AGOP needs at least one")
@@ -298,6 +300,11 @@ def agops(
             capture.h.clear()
             with torch.enable_grad():
                 f = model(xb) if output_fn is None else output_fn(model, xb)
+            if not isinstance(f, torch.Tensor):
+                raise ConfigError(
+                    f"the model returned a {type(f).__name__}; pass output_fn=lambda model, xb: ... returning the "
+                    "(batch, outputs) tensor"
+                )
             f = f.reshape(xb.shape[0], -1)
             missing = [layer.name for layer in targets if layer.name not in capture.h]
             if missing:
@@ -307,8 +314,12 @@ def agops(
                 if layer.name not in accs:
                     accs[layer.name] = _Accumulator(layer, h.shape, per_position)
             idx_all = list(range(f.shape[1])) if outputs is None else list(outputs)
-            for c0 in range(0, len(idx_all), output_chunk):
-                idx = idx_all[c0 : c0 + output_chunk]
+            chunk = output_chunk
+            if chunk is None:  # as many outputs as keep the gradients held at once under the budget
+                per_output = sum(h.numel() * h.element_size() for h in hs)
+                chunk = max(1, min(len(idx_all), GRAD_BYTES_PER_CHUNK // max(per_output, 1)))
+            for c0 in range(0, len(idx_all), chunk):
+                idx = idx_all[c0 : c0 + chunk]
                 try:
                     chunks = list(_output_grads(f, hs, idx, True)) if batched else _output_grads(f, hs, idx, False)
                 except RuntimeError as exc:  # an op without a vmap rule (e.g. a custom backward): loop instead
@@ -324,6 +335,7 @@ def agops(
                     for layer, g in zip(targets, grads):
                         accs[layer.name].add(g)
                     del grads
+                del chunks  # free this chunk's gradients before the next backward pass
             del f, hs
             capture.h.clear()
     finally:
@@ -351,7 +363,7 @@ def layer_agop(
     outputs: Sequence[int] | None = None,
     output_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 64,
-    output_chunk: int = 16,
+    output_chunk: int | None = None,
     batched: bool = True,
     eval_mode: bool = True,
 ) -> torch.Tensor:
@@ -366,9 +378,13 @@ def layer_agop(
     Normalisation: ``reduction="mean"`` divides by the number of images n (positions and outputs are summed),
     ``"sum"`` does not. ``power`` applies a symmetric matrix power (eigenvalues clamped at 0) to the result.
     ``outputs`` restricts the sum to some model outputs. ``output_fn(model, xb)`` maps a batch to the
-    ``(B, c)`` outputs when ``model(xb)`` does not return them. Memory is bounded by ``batch_size`` images per
-    forward pass times ``output_chunk`` outputs per batched backward pass (``batched=False``: a loop over the
-    outputs instead). ``eval_mode`` evaluates in eval mode (batch norm with running statistics), restoring the
+    ``(B, c)`` outputs when ``model(xb)`` does not return them.
+
+    Memory is bounded by ``batch_size`` images per forward pass times ``output_chunk`` outputs per backward
+    pass, batched over outputs with vmap (default chunk: as many outputs as keep the gradients held at once
+    under ``GRAD_BYTES_PER_CHUNK``, 512 MiB). ``batched=False`` runs one backward pass per output instead; that
+    is also the automatic fallback, with a RuntimeWarning, when an op of the model has no vmap rule.
+    ``eval_mode`` evaluates in eval mode (batch norm with running statistics, no dropout), restoring the
     modules' modes afterwards.
     """
     return agops(
