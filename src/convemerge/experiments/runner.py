@@ -92,13 +92,15 @@ def _call(target: str, **kwargs: Any) -> Any:
 
 
 def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool = True,
-                command: str | None = None) -> dict[str, Any]:
+                command: str | None = None, set_threads: bool = True) -> dict[str, Any]:
     """Run one job (a :meth:`Job.to_dict`) to completion in this process; returns ``{"run_id", "status",
-    "seconds", "error"}``. Never raises for the job's own errors (they are returned and written to error.txt)."""
+    "seconds", "cpu_seconds", "error"}``. Never raises for the job's own errors (they are returned and written to
+    error.txt). ``threads`` is the run's torch thread count; ``set_threads`` also makes it this process's default
+    (right in a worker, not in the caller's own process)."""
     start, cpu = time.perf_counter(), time.process_time()
     out = Path(job["out"])
     try:
-        if threads:
+        if threads and set_threads:
             _init_worker(threads)
         out.mkdir(parents=True, exist_ok=True)
         (out / "error.txt").unlink(missing_ok=True)
@@ -209,7 +211,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
     elif workers == 1 or total <= 1:
         # in-process: no spawn cost
         for i, p in enumerate(payloads, 1):
-            record(execute_job(p, threads, analyse, command), i)
+            record(execute_job(p, threads, analyse, command, set_threads=False), i)
     else:
         ctx = get_context("spawn")  # fresh interpreters: no forked OpenMP pools, no shared torch state
         with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=ctx, initializer=_init_worker,
