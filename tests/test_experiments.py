@@ -75,9 +75,9 @@ def test_recipe_expansion(tmp_path):
                         "epochs": 2, "alpha": 2, "beta": 50.0, "lam_first": 5e-4, "lam": 1e-5, "seed": 1}
     assert j.hparams == {"lam_first": 5e-4, "lam": 1e-5}
     assert Path(j.out) == tmp_path / "demo" / j.run_id
-    # identical configs in two arms run once
-    dup = _recipe(arms=(Arm("x", "s-fc", "sgd"), Arm("y", "s-fc", "sgd")))
-    assert len(dup.jobs(tmp_path)) == 2
+    # identical configs in two arms: listed under both, one run id and directory each
+    dup = _recipe(arms=(Arm("x", "s-fc", "sgd"), Arm("y", "s-fc", "sgd"))).jobs(tmp_path)
+    assert len(dup) == 4 and len({j.run_id for j in dup}) == 2 and len({j.out for j in dup}) == 2
     r = _recipe().with_overrides(seeds=3, datasets=("digits",))
     assert r.seeds == (0, 1, 2) and {j.dataset for j in r.jobs(tmp_path)} == {"digits"}
     with pytest.raises(ConfigError):
@@ -197,3 +197,13 @@ def test_runner_records_failures_and_goes_on(tmp_path):
 def test_runner_rejects_bad_workers(tmp_path):
     with pytest.raises(ConfigError):
         run_jobs([], workers=0)
+
+
+def test_runner_skips_diverged_and_finished_train_runs(tmp_path):
+    jobs = _recipe().jobs(tmp_path)[:2]
+    for job, status in zip(jobs, ("diverged", "completed")):
+        Path(job.out).mkdir(parents=True)
+        Path(job.out, "summary.json").write_text(json.dumps({"status": status}))
+    Path(jobs[1].out, "analysis.json").write_text("{}")
+    rep = run_jobs(jobs, log=None)  # would fail loudly if it tried to train or analyse these
+    assert rep.ok and rep.ran == [] and sorted(rep.skipped) == sorted(j.run_id for j in jobs)

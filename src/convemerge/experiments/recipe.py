@@ -193,10 +193,10 @@ class Recipe:
         raise KeyError(name)
 
     def jobs(self, out: str | Path) -> list[Job]:
-        """Every job of the recipe, in a stable order (arm, dataset, grid point, seed); identical configs once."""
+        """Every job of the recipe, in a stable order (arm, dataset, grid point, seed). A configuration shared by
+        two arms appears under each, with one run id and one run directory."""
         root = Path(out) / self.name
         jobs: list[Job] = []
-        seen: set[str] = set()
         for arm in self.arms:
             for dataset in arm.datasets or self.datasets:
                 for point in grid_points(arm.grid):
@@ -207,10 +207,8 @@ class Recipe:
                             config["alpha"] = arm.alpha
                         config.update({**dict(arm.fixed), **dict(arm.per_dataset.get(dataset, {})), **point,
                                        "seed": seed})
+                        # the same config under two arms stays listed under both (the runner runs it once)
                         rid = run_id(config)
-                        if rid in seen:
-                            continue
-                        seen.add(rid)
                         jobs.append(Job("train", self.name, arm.name, dataset, seed, point, config, rid,
                                         str(root / rid)))
         for spec in self.callables:
@@ -222,9 +220,6 @@ class Recipe:
                     if seed is not None:
                         kwargs["seed"] = seed
                     rid = run_id(kwargs, kind="callable", target=spec.target)
-                    if rid in seen:
-                        continue
-                    seen.add(rid)
                     jobs.append(Job("callable", self.name, spec.name, dataset, seed, {}, kwargs, rid,
                                     str(root / rid), target=spec.target))
         return jobs

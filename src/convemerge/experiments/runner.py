@@ -30,7 +30,7 @@ from typing import Any
 from convemerge.errors import ConfigError
 from convemerge.experiments.recipe import Job
 
-__all__ = ["RunReport", "run_jobs", "execute_job", "is_finished", "available_cores"]
+__all__ = ["RunReport", "run_jobs", "execute_job", "is_finished", "run_status", "available_cores"]
 
 _NOT_FINAL = ("incomplete", "running", "interrupted", "failed")  # statuses of a run that may go on
 
@@ -43,14 +43,27 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def is_finished(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a final ``summary.json`` (a torn or non-final one does not count)."""
-    path = Path(run_dir) / "summary.json"
+def run_status(run_dir: str | Path) -> str | None:
+    """The ``status`` of ``run_dir``'s ``summary.json`` (None when absent or torn)."""
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and summary.get("status") not in _NOT_FINAL
+        return None
+    return summary.get("status", "completed") if isinstance(summary, dict) else None
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a final ``summary.json`` (a torn or non-final one does not count; a diverged run
+    is final: rerunning it would diverge again)."""
+    status = run_status(run_dir)
+    return status is not None and status not in _NOT_FINAL
+
+
+def _needs_analysis(job: Job | dict, analyse: bool) -> bool:
+    """A completed training run without its analysis record (diverged runs have no weights worth analysing)."""
+    kind, out = (job.kind, job.out) if isinstance(job, Job) else (job["kind"], job["out"])
+    return (analyse and kind == "train" and run_status(out) == "completed"
+            and not (Path(out) / "analysis.json").exists())
 
 
 @dataclass
@@ -115,7 +128,7 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
                 # an interrupted run (a config and a checkpoint are there) continues where it stopped
                 resume = (out / "config.yaml").exists() and (out / "checkpoints").exists()
                 train(cfg, resume=resume, progress=False, verbose=False, command=command)
-            if analyse and not (out / "analysis.json").exists():
+            if _needs_analysis(job, analyse):
                 from convemerge.experiments.postprocess import analyse_run
 
                 analyse_run(out)
@@ -177,7 +190,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
             continue
         primary[job.run_id] = job
         out = Path(job.out)
-        if is_finished(out) and (not analyse or job.kind != "train" or (out / "analysis.json").exists()):
+        if is_finished(out) and not _needs_analysis(job, analyse):
             report.skipped.append(job.run_id)
             continue
         twin = None if out.exists() else _existing_twin(job)
