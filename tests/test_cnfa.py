@@ -99,6 +99,9 @@ def test_nfa_table_skips_large_layers_and_checks_init_architecture():
     skipped = {r["layer"]: r["skipped"] for r in rows}
     assert skipped["2"] == "input dimension 54 > max_dim 30" and skipped["0"] is None
     assert rows[1]["pearson"] is None
+    grouped = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2))
+    rows = nfa_table(grouped.to(DT), torch.randn(3, 2, 5, 5, dtype=DT))
+    assert [r["skipped"] for r in rows] == [None, "groups=2; the patch-AGOP supports groups=1 convolutions only", None]
     with pytest.raises(ConfigError, match="weight shape"):
         nfa_table(model, x, init_model=small_cnn(width=5))
 

@@ -37,6 +37,7 @@ __all__ = [
     "layer_kind",
     "resolve_layer",
     "sym_matrix_power",
+    "unsupported_reason",
     "weight_matrix",
 ]
 
@@ -88,6 +89,14 @@ def find_weight_layers(model: nn.Module) -> list[AgopLayer]:
     return [AgopLayer(n, m, k) for n, m in model.named_modules() if (k := layer_kind(m)) is not None]
 
 
+def unsupported_reason(layer: AgopLayer) -> str | None:
+    """Why the AGOP cannot be taken at this weight layer, or None."""
+    groups = getattr(layer.module, "groups", 1)
+    if layer.kind == "conv" and groups != 1:
+        return f"groups={groups}; the patch-AGOP supports groups=1 convolutions only"
+    return None
+
+
 def resolve_layer(model: nn.Module, layer_name: str) -> AgopLayer:
     """The named weight layer, with a one-line ConfigError for an unknown or unsupported name."""
     modules = dict(model.named_modules())
@@ -101,11 +110,11 @@ def resolve_layer(model: nn.Module, layer_name: str) -> AgopLayer:
             f"layer {layer_name!r} is a {type(module).__name__}; the AGOP needs a Linear, Conv or locally "
             "connected layer"
         )
-    if kind == "conv" and module.groups != 1:
-        raise ConfigError(
-            f"layer {layer_name!r} has groups={module.groups}; the patch-AGOP supports groups=1 convolutions only"
-        )
-    return AgopLayer(layer_name, module, kind)
+    layer = AgopLayer(layer_name, module, kind)
+    reason = unsupported_reason(layer)
+    if reason is not None:
+        raise ConfigError(f"layer {layer_name!r} has {reason}")
+    return layer
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor:
@@ -284,7 +293,10 @@ def agops(
         raise ConfigError("x holds no images; the AGOP needs at least one")
     if power < 0:
         raise ConfigError(f"power={power} is negative; use a power >= 0 (the AGOP is only positive semi-definite)")
-    names = [layer.name for layer in find_weight_layers(model)] if layers is None else list(layers)
+    if layers is None:  # every supported layer; grouped convolutions are left out (named, they raise)
+        names = [layer.name for layer in find_weight_layers(model) if unsupported_reason(layer) is None]
+    else:
+        names = list(layers)
     targets = [resolve_layer(model, name) for name in names]
     if not targets:
         return {}

@@ -29,6 +29,7 @@ from convemerge.analysis.agop import (
     find_weight_layers,
     resolve_layer,
     sym_matrix_power,
+    unsupported_reason,
 )
 from convemerge.errors import ConfigError
 
@@ -71,14 +72,16 @@ def matrix_correlations(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 def select_layers(
     model: nn.Module, layers: Sequence[str] | None = None, max_dim: int | None = 8192
 ) -> tuple[list[AgopLayer], dict[str, str]]:
-    """Weight layers to analyse and ``{name: reason}`` for those skipped because the d×d AGOP would exceed
-    ``max_dim`` (e.g. VGG's first classifier layer, d = 25088: a 5 GB float64 matrix)."""
+    """Weight layers to analyse and ``{name: reason}`` for those skipped: grouped convolutions, and layers
+    whose d×d AGOP would exceed ``max_dim`` (e.g. VGG's first classifier layer, d = 25088: 5 GB in float64)."""
     chosen = find_weight_layers(model) if layers is None else [resolve_layer(model, n) for n in layers]
     if not chosen:
         raise ConfigError("the model has no Linear, Conv or locally connected layer to analyse")
     used, skipped = [], {}
     for layer in chosen:
-        if max_dim is not None and layer.in_dim > max_dim:
+        if unsupported_reason(layer) is not None:
+            skipped[layer.name] = unsupported_reason(layer)
+        elif max_dim is not None and layer.in_dim > max_dim:
             skipped[layer.name] = f"input dimension {layer.in_dim} > max_dim {max_dim}"
         else:
             used.append(layer)
@@ -165,11 +168,12 @@ def table_from_agops(
 ) -> list[dict]:
     """NFA records from AGOPs already computed (power already applied), in the model's layer order."""
     skipped = skipped or {}
-    order = [layer.name for layer in find_weight_layers(model)]
+    known = {layer.name: layer for layer in find_weight_layers(model)}
+    order = list(known)
     names = sorted(set(agop_by_layer) | set(skipped), key=lambda s: order.index(s) if s in order else len(order))
     rows = []
     for name in names:
-        layer = resolve_layer(model, name)
+        layer = known[name] if name in known else resolve_layer(model, name)
         if name in skipped:
             rows.append(_skipped_record(layer, skipped[name], n, power))
             continue
