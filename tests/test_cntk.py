@@ -122,6 +122,20 @@ def test_patch_gradients_match_autograd(kind, pool):
     torch.testing.assert_close(folded, gi, rtol=1e-9, atol=1e-12)
 
 
+def test_patch_gradients_with_many_rows_match_autograd():
+    """More evaluation images than patch dimensions: the assembly folds the outputs into the other factor."""
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(5, 1, 5, 5, generator=gen, dtype=D64)
+    Z = torch.randn(14, 1, 5, 5, generator=gen, dtype=D64)
+    k = ConvolutionalKernel((1, 5, 5), kind="cntk", depth=2, pool=2)
+    coef = torch.randn(5, 3, generator=gen, dtype=D64)
+    g = k.gradients(Z.flatten(1), X.flatten(1), coef)
+    Uz = k.patches(Z.flatten(1)).detach().requires_grad_(True)
+    f = k.block_from_patches(Uz, k.patches(X.flatten(1))) @ coef
+    brute = torch.stack([torch.autograd.grad(f[:, o].sum(), Uz, retain_graph=True)[0] for o in range(3)], 1)
+    torch.testing.assert_close(g, brute, rtol=1e-9, atol=1e-12)
+
+
 def test_patch_agop_equals_brute_outer_products():
     X, Z, M = _data(seed=3)
     k = ConvolutionalKernel((2, 6, 5), depth=2, M=M)

@@ -96,8 +96,8 @@ class ConvolutionalKernel(Kernel):
         """c[a, b, k, p] = (M a_p) · b_{p+δ_k} → (A, B, O, H, W)."""
         A, P, d = UMa.shape
         B, O = Ubs.shape[:2]
-        left = UMa.transpose(0, 1)  # (P, A, d)
-        maps = [torch.bmm(left, Ubs[:, k].permute(1, 2, 0)) for k in range(O)]  # (P, A, B) each
+        left = UMa.transpose(0, 1).contiguous()  # (P, A, d); bmm copies strided batches one by one
+        maps = [torch.bmm(left, Ubs[:, k].permute(1, 2, 0).contiguous()) for k in range(O)]  # (P, A, B) each
         return torch.stack(maps, 0).permute(2, 3, 0, 1).reshape(A, B, O, *self.image_shape[1:])
 
     def _maps_kernel(self, c, sa, sb):
@@ -163,11 +163,18 @@ class ConvolutionalKernel(Kernel):
                 K = self._maps_kernel(c, sa_pair, sb.unsqueeze(0))
                 g_c, g_s = torch.autograd.grad(K.sum(), (c, sa_pair))
             MBs = self._shifted(UMb)  # (B, O, P, d): M b_{p+δ}
+            d = self.patch_dim
             for k in range(self.n_offsets):
-                # Σ_i α_io ∂K_ai/∂c_{k,p} (M b_{i,p+δ_k}), as a batched GEMM over positions p
+                # Σ_i α_io ∂K_ai/∂c_{k,p} (M b_{i,p+δ_k}), as a batched GEMM over positions p; the outputs
+                # are folded into whichever side of the product is smaller
                 gk = g_c[:, :, k].reshape(A, B, P).permute(2, 0, 1)  # (P, A, B)
-                ga = (gk.unsqueeze(2) * alpha.T.reshape(1, 1, n_out, B)).reshape(P, A * n_out, B)
-                cross_part.baddbmm_(ga, MBs[:, k].transpose(0, 1))
+                mb = MBs[:, k].transpose(0, 1)  # (P, B, d)
+                if d < A:
+                    rhs = (mb.unsqueeze(2) * alpha.reshape(1, B, n_out, 1)).reshape(P, B, n_out * d)
+                    cross_part.view(P, A, n_out * d).baddbmm_(gk, rhs)
+                else:
+                    ga = (gk.unsqueeze(2) * alpha.T.reshape(1, 1, n_out, B)).reshape(P, A * n_out, B)
+                    cross_part.baddbmm_(ga, mb.contiguous())
             var_part += torch.einsum("abp,bo->aop", g_s.reshape(A, B, P), alpha)
         grads = cross_part.reshape(P, A, n_out, -1).permute(1, 2, 0, 3)
         return grads + 2 * var_part.unsqueeze(-1) * UMa.unsqueeze(1)
