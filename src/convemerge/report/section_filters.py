@@ -17,7 +17,7 @@ LOCALITY_COLUMNS = [
     ("mass in k×k at peak %", "concentration_mean", 100.0, 1),
     ("sharing (nearest)", "sharing_nearest", 1.0, 3),
     ("sharing (mean pair)", "sharing_mean", 1.0, 3),
-    ("zero weights %", "zero_fraction", 100.0, 1),
+    ("zero pixels %", "zero_fraction", 100.0, 1),
     ("dead units", "dead", 1.0, 0),
 ]
 
