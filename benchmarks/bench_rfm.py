@@ -54,7 +54,7 @@ class PeakMemory:
     """Peak memory while the block runs: CUDA max allocated, or the sampled peak resident set size (CPU)."""
 
     def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
+        self.device, self.peak, self.start, self._stop = device, 0, 0, threading.Event()
 
     def _rss(self) -> int:
         with open("/proc/self/statm") as fh:
@@ -68,7 +68,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self.peak = self._rss()
+            self.peak = self.start = self._rss()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -145,7 +145,8 @@ def bench_convrfm(n: int, dtype: str, device: torch.device) -> None:
         r0 = est.history_[0]
         round_s = r0["time_kernel"] + r0["time_solve"] + r0["time_agop"]
         print(f"  {kernel:13s} depth {depth}: round {round_s:7.2f}s (kernel {r0['time_kernel']:.2f}s, solve "
-              f"{r0['time_solve']:.2f}s, patch-AGOP {r0['time_agop']:.2f}s); {mem.label} {mem.peak / 2**20:.0f} MiB")
+              f"{r0['time_solve']:.2f}s, patch-AGOP {r0['time_agop']:.2f}s); {mem.label} {mem.peak / 2**20:.0f} MiB"
+              f" (+{(mem.peak - mem.start) / 2**20:.0f} MiB during the fit)")
     base = rows[("cntk", 3)]
     for key, (total, *_rest) in rows.items():
         print(f"  fit time ratio {key[0]} depth {key[1]} / cntk depth 3: ×{total / base[0]:.2f}")

@@ -56,6 +56,11 @@ class Kernel:
         return torch.stack(outs, dim=1)
 
     # -- defined once -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_coef(centers: torch.Tensor, coef: torch.Tensor) -> None:
+        if coef.ndim != 2 or coef.shape[0] != len(centers):
+            raise ValueError(f"coef must have shape (n_centers={len(centers)}, n_outputs), got {tuple(coef.shape)}")
+
     def _block_rows(self, n_centers: int) -> int:
         """Rows of one kernel block against ``n_centers`` columns."""
         return rows_per_block(n_centers, self.block_cost_per_pair, self.block_elements)
@@ -75,6 +80,7 @@ class Kernel:
 
     def predict(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """``K(X, centers) @ coef`` without holding the whole kernel matrix."""
+        self._check_coef(centers, coef)
         rows = self._block_rows(len(centers))
         parts = [self.block(X[s : s + rows], centers) @ coef for s in range(0, len(X), rows)]
         if not parts:
@@ -83,6 +89,7 @@ class Kernel:
 
     def gradients(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """Gradients of the predictor at every row of ``X`` (see the module docstring for the shape)."""
+        self._check_coef(centers, coef)
         rows = self._grad_rows(len(centers), coef.shape[1])
         return torch.cat([self.gradient_block(X[s : s + rows], centers, coef) for s in range(0, len(X), rows)])
 
@@ -95,6 +102,7 @@ class Kernel:
         first, i.e. the gradient covariance is returned: ``G − (1/n) Σ_o N_o ḡ_o ḡ_o^T`` with ``N_o`` the number
         of gradients averaged. With ``diag`` only the diagonal (d,) is accumulated.
         """
+        self._check_coef(centers, coef)
         rows = self._grad_rows(len(centers), coef.shape[1])
         n_out = coef.shape[1]
         total = None

@@ -29,8 +29,8 @@ pooling; with pooling ``w_{δ,p} = [p, p+δ in the same window] / (k⁴ · #wind
 Numerics (they matter for gradients, not for values): J₁' = π − arccos ρ is finite everywhere; J₀' = 1/√(1−ρ²)
 diverges at ρ → ±1 — the cusp of the ReLU NTK at x = z — and is set to 0 there (where 1 − ρ² ≤ 100·eps),
 exactly like dropping the zero-distance term of the Laplace kernel: the average of the one-sided derivatives.
-Variances are floored at √(tiny) so that all-zero patches (image borders, MNIST background) give K = 0 and
-finite derivatives.
+Variances are floored at eps² so that all-zero patches (image borders, MNIST background) give K ≈ 0 and
+finite derivatives (and float32 products stay clear of slow denormal numbers).
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class _SafeSqrt(torch.autograd.Function):
 
 def relu_expectations(S: torch.Tensor, va: torch.Tensor, vb: torch.Tensor, *, need_dot: bool = True):
     """``(E[relu(u)relu(v)], E[relu'(u)relu'(v)])`` for (u, v) Gaussian with variances va, vb and covariance S."""
-    tiny = math.sqrt(torch.finfo(S.dtype).tiny)
+    # floor for variances: far below any real one, and high enough that products stay normal floats
+    # (float32 denormals from all-zero patches would make every operation on them ~100x slower)
+    tiny = torch.finfo(S.dtype).eps ** 2
     norm = torch.sqrt(va.clamp(min=tiny)) * torch.sqrt(vb.clamp(min=tiny))
     j1, j0 = _ArcCos.apply(S / norm)
     k1 = (norm * j1).mul_(1 / (2 * math.pi))
