@@ -11,6 +11,12 @@ import torch.nn.functional as F
 
 from convemerge.errors import ConfigError
 from convemerge.layers import LocallyConnected2d, locally_connected2d, output_size
+from convemerge.layers import local as local_mod
+
+# max_patch_bytes: every patch at once (saved for the backward pass), one output row per chunk (recomputed in
+# the backward pass), and the automatic choice.
+MODES = {"whole": math.inf, "row-chunks": 1, "auto": None}
+mode_param = pytest.mark.parametrize("budget", list(MODES.values()), ids=list(MODES))
 
 
 def loop_reference(x, weight, bias, k, stride, padding):
@@ -43,9 +49,10 @@ def _pairs(*vals):
     return [v if isinstance(v, tuple) else (v, v) for v in vals]
 
 
+@mode_param
 @pytest.mark.parametrize("cin,cout,size,k,s,p", GEOMETRIES)
-def test_matches_loop_reference(cin, cout, size, k, s, p):
-    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p).double()
+def test_matches_loop_reference(cin, cout, size, k, s, p, budget):
+    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p, max_patch_bytes=budget).double()
     hw, kk, ss, pp = _pairs(size, k, s, p)
     x = torch.randn(3, cin, *hw, dtype=torch.float64)
     ref = loop_reference(x, layer.weight, layer.bias, kk, ss, pp)
@@ -55,10 +62,16 @@ def test_matches_loop_reference(cin, cout, size, k, s, p):
     assert layer.bias.shape == (cout, *layer.out_size)
 
 
+@pytest.mark.parametrize("scatter", [True, False], ids=["index_add", "fold"])
+@pytest.mark.parametrize("budget", [*MODES.values(), "two-rows"], ids=[*MODES, "two-rows"])
 @pytest.mark.parametrize("cin,cout,size,k,s,p", GEOMETRIES)
-def test_gradients_match_loop_reference(cin, cout, size, k, s, p):
-    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p).double()
+def test_gradients_match_loop_reference(cin, cout, size, k, s, p, budget, scatter, monkeypatch):
+    """All gradients, with ∂x summed by index_add_ (CPU) and by F.fold band by band (other devices)."""
+    monkeypatch.setattr(local_mod, "_scatter_input_grad", lambda device: scatter)
     hw, kk, ss, pp = _pairs(size, k, s, p)
+    if budget == "two-rows":  # chunks of two output rows, the last one shorter when H' is odd
+        budget = 2 * output_size(hw, kk, ss, pp)[1] * cin * kk[0] * kk[1] * 2 * 8
+    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p, max_patch_bytes=budget).double()
     x = torch.randn(2, cin, *hw, dtype=torch.float64, requires_grad=True)
     y = layer(x)
     g = torch.randn_like(y)
@@ -69,17 +82,22 @@ def test_gradients_match_loop_reference(cin, cout, size, k, s, p):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_gradcheck_float64():
+@mode_param
+def test_gradcheck_float64(budget):
     layer = LocallyConnected2d(2, 3, (5, 6), 3, stride=(1, 2), padding=1).double()
     x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
     w = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_()
-    fn = lambda x, w, b: locally_connected2d(x, w, b, kernel_size=3, stride=(1, 2), padding=1)  # noqa: E731
+
+    def fn(x, w, b):
+        return locally_connected2d(x, w, b, kernel_size=3, stride=(1, 2), padding=1, max_patch_bytes=budget)
+
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
-def test_input_without_grad_gives_weight_grad_only():
-    layer = LocallyConnected2d(3, 4, 8, 3, stride=2, padding=1)
+@mode_param
+def test_input_without_grad_gives_weight_grad_only(budget):
+    layer = LocallyConnected2d(3, 4, 8, 3, stride=2, padding=1, max_patch_bytes=budget)
     x = torch.randn(4, 3, 8, 8)
     layer(x).square().sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
@@ -91,15 +109,22 @@ def test_input_without_grad_gives_weight_grad_only():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+@mode_param
 @pytest.mark.parametrize("k,s,p", [(3, 1, 1), (9, 2, 4), (5, 2, 0), (1, 1, 0)])
-def test_equals_conv_when_filters_are_shared(k, s, p):
+def test_equals_conv_when_filters_are_shared(k, s, p, budget):
     conv = nn.Conv2d(3, 5, k, stride=s, padding=p).double()
-    layer = LocallyConnected2d(3, 5, 12, k, stride=s, padding=p).double()
+    layer = LocallyConnected2d(3, 5, 12, k, stride=s, padding=p, max_patch_bytes=budget).double()
     with torch.no_grad():
         layer.weight.copy_(conv.weight.reshape(1, 5, -1).expand_as(layer.weight))
         layer.bias.copy_(conv.bias.view(5, 1, 1).expand_as(layer.bias))
-    x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
+    x = torch.randn(4, 3, 12, 12, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(layer(x), conv(x), rtol=1e-12, atol=1e-12)
+    # ∂x of shared filters is conv's ∂x; ∂W summed over positions is conv's ∂W
+    g = torch.randn_like(conv(x))
+    gx, gw = torch.autograd.grad(layer(x), (x, layer.weight), g)
+    cx, cw = torch.autograd.grad(conv(x), (x, conv.weight), g)
+    torch.testing.assert_close(gx, cx, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gw.sum(0).view_as(cw), cw, rtol=1e-10, atol=1e-10)
 
 
 def test_init_like_conv2d():
@@ -112,9 +137,10 @@ def test_init_like_conv2d():
     assert abs(layer.weight.std().item() - bound / math.sqrt(3)) < 0.01 * bound
 
 
-def test_no_bias_and_meta_device():
+@mode_param
+def test_no_bias_and_meta_device(budget):
     with torch.device("meta"):
-        layer = LocallyConnected2d(3, 150, 32, 9, stride=2, padding=4, bias=False)
+        layer = LocallyConnected2d(3, 150, 32, 9, stride=2, padding=4, bias=False, max_patch_bytes=budget)
         y = layer(torch.empty(2, 3, 32, 32))
     assert layer.bias is None and layer.weight.is_meta
     assert y.shape == (2, 150, 16, 16)
@@ -147,9 +173,10 @@ def test_bad_geometry_and_input_raise_config_error():
         layer(torch.randn(2, 3, 9, 9))
 
 
-def test_autocast_bfloat16_on_cpu():
+@mode_param
+def test_autocast_bfloat16_on_cpu(budget):
     """Under autocast the layer computes in the low precision and returns float32 gradients."""
-    layer = LocallyConnected2d(3, 4, 8, 3, stride=2, padding=1)
+    layer = LocallyConnected2d(3, 4, 8, 3, stride=2, padding=1, max_patch_bytes=budget)
     x = torch.randn(5, 3, 8, 8, requires_grad=True)
     layer(x).square().sum().backward()
     want = (layer.weight.grad.clone(), layer.bias.grad.clone(), x.grad.clone())
@@ -164,16 +191,46 @@ def test_autocast_bfloat16_on_cpu():
         assert (got - ref).norm() <= 0.03 * ref.norm()
 
 
-@pytest.mark.parametrize("cin,cout,size,k,s,p", GEOMETRIES)
-def test_input_gradient_scatter_equals_fold(cin, cout, size, k, s, p):
-    """The CPU index_add_ path and the F.fold path (other devices) give the same ∂x."""
-    from convemerge.layers.local import _input_grad
+def _saved_numels(fn):
+    """Sizes of the tensors autograd saves while ``fn`` runs."""
+    sizes = []
 
-    layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p).double()
-    hw = _pairs(size)[0]
-    g = torch.randn(math.prod(layer.out_size), 3, cout, dtype=torch.float64)
-    geo = ((cin, *hw), layer.kernel_size, layer.stride, layer.padding)
-    a = _input_grad(g, layer.weight.detach(), *geo, scatter=True)
-    b = _input_grad(g, layer.weight.detach(), *geo, scatter=False)
-    assert a.shape == (3, cin, *hw)
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sizes
+
+
+def test_chunked_mode_saves_the_input_not_the_patches():
+    """Row chunks: only the (batch-last) input is kept for ∂W; one chunk: the patch buffer is kept instead."""
+    b, c, side, k, s, p, out = 6, 2, 12, 5, 2, 2, 3
+    x = torch.randn(b, c, side, side)
+    n_pos, feats = output_size(side, k, s, p)[0] ** 2, c * k * k
+    for budget, want in ((1, (c * side * side + 1) * b), (math.inf, n_pos * feats * b)):
+        layer = LocallyConnected2d(c, out, side, k, stride=s, padding=p, max_patch_bytes=budget)
+        y, sizes = _saved_numels(lambda: layer(x))
+        assert sizes == [want]  # and no weight: the input needs no gradient
+        y.sum().backward()
+        assert layer.weight.grad is not None
+
+
+def test_rows_per_chunk():
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    per_pos = 243 * 128 * 4  # S-LOCAL's first layer at batch 128, fp32: 124 KiB a position, 1.9 MiB a row
+    assert local_mod.rows_per_chunk(math.inf, cpu, (16, 16), per_pos) == 16
+    assert local_mod.rows_per_chunk(1, cpu, (16, 16), per_pos) == 1
+    assert local_mod.rows_per_chunk(16 * per_pos * 5.5, cpu, (16, 16), per_pos) == 5
+    assert local_mod.rows_per_chunk(None, cpu, (16, 16), per_pos) == local_mod.CPU_CHUNK_BYTES // (16 * per_pos)
+    assert local_mod.rows_per_chunk(None, meta, (16, 16), per_pos) == local_mod.DEFAULT_MAX_PATCH_BYTES // (
+        16 * per_pos)
+
+
+@pytest.mark.parametrize("bad", [0, -5, "1MB", True])
+def test_bad_budget_raises_config_error(bad):
+    with pytest.raises(ConfigError, match="max_patch_bytes"):
+        LocallyConnected2d(3, 4, 8, 3, max_patch_bytes=bad)
+    with pytest.raises(ConfigError, match="max_patch_bytes"):
+        locally_connected2d(torch.randn(1, 3, 8, 8), torch.randn(36, 4, 27), kernel_size=3, max_patch_bytes=bad)

@@ -1,19 +1,23 @@
 """Locally connected 2-d layer: a convolution's geometry with a separate filter at every output position.
 
-The layer is computed as an unfold followed by one position-batched matrix product. Patches are gathered
-straight into a ``(L, B, C·kh·kw)`` buffer (L output positions), so each position's product is a plain
-``(B, C·k²) @ (C·k², out)`` GEMM and ``torch.bmm`` runs all L of them in one call. A custom autograd
-function keeps every backward GEMM on contiguous operands too (autograd's own ``bmm`` backward, fed a
-permuted gradient, falls back to one small copy and GEMM per position), and skips the input gradient for a
-first layer fed with data.
+The layer is a patch gather followed by position-batched matrix products, done chunk by chunk of output rows.
+The input is first turned batch-last, ``(C·H·W + 1, B)`` with a zero row for the padding, so that one
+``index_select`` gathers a chunk's patches as ``(n, C·kh·kw, B)`` and each position's product is a plain
+``(out, C·k²) @ (C·k², B)`` GEMM, all n of them in one ``torch.bmm``. A custom autograd function does the
+backward pass the same way (autograd's own ``bmm`` backward, fed a permuted gradient, falls back to one small
+copy and GEMM per position) and skips the input gradient for a first layer fed with data.
 
-The "broadcast-multiply" form found in public re-implementations materialises a ``B·out·C·L·k²`` tensor
-(about 4.8·10⁹ elements for S-LOCAL at α = 150 and batch 512); this one never holds more than the patch buffer
-``B·C·k²·L`` and the output. See ``benchmarks/bench_local.py`` for both, side by side.
+Memory: with one chunk the patch buffer ``B·C·k²·L`` is saved for the backward pass; with several, only the
+batch-last input is saved and each chunk's patches are gathered again, so at most one chunk is alive at a
+time (``max_patch_bytes``). On CPU small chunks are also the faster choice: they stay in cache between the
+gather and the GEMM. The "broadcast-multiply" form found in public re-implementations materialises a
+``B·out·C·L·k²`` tensor (about 4.8·10⁹ elements for S-LOCAL at α = 150 and batch 512).
+See ``benchmarks/bench_local.py`` for both, side by side.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,6 +28,11 @@ from torch.autograd.function import once_differentiable
 from convemerge.errors import ConfigError
 
 __all__ = ["LocallyConnected2d", "locally_connected2d", "output_size"]
+
+#: Patch bytes gathered at once on CPU by default: small enough to stay in cache between gather and GEMM.
+CPU_CHUNK_BYTES = 4 << 20
+#: The default cap on other devices (the patch buffer of S-LOCAL at batch 512 is 122 MiB).
+DEFAULT_MAX_PATCH_BYTES = 16 << 20
 
 
 def _pair(v, what: str) -> tuple[int, int]:
@@ -41,43 +50,65 @@ def output_size(in_size, kernel_size, stride=1, padding=0) -> tuple[int, int]:
     return ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
 
-def _patches(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
-    """(B, C, H, W) -> (L, B, C·kh·kw), features in ``F.unfold`` order, positions row-major."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    if ph or pw:
-        x = F.pad(x, (pw, pw, ph, ph))
-    p = x.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, H', W', kh, kw): a view
-    b, c, ho, wo = p.shape[:4]
-    return p.permute(2, 3, 0, 1, 4, 5).reshape(ho * wo, b, c * kh * kw)  # the one gather copy
+def _check_budget(max_patch_bytes):
+    if max_patch_bytes is None or (isinstance(max_patch_bytes, (int, float)) and not isinstance(max_patch_bytes, bool)
+                                   and max_patch_bytes > 0):
+        return max_patch_bytes
+    raise ConfigError(f"max_patch_bytes={max_patch_bytes!r} is invalid; give a positive number of bytes, "
+                      "math.inf for no limit, or None for the automatic choice")
 
 
-def _patch_index(c: int, padded_hw, kernel, stride, out_hw, device) -> torch.Tensor:
-    """Flat index into a (C·Hp·Wp) padded image of every patch entry, ordered (position, feature): (L·C·kh·kw,)."""
-    (hp, wp), (kh, kw), (sh, sw), (ho, wo) = padded_hw, kernel, stride, out_hw
-    ar = lambda n: torch.arange(n, device=device)  # noqa: E731
-    rows = (ar(ho) * sh).view(ho, 1, 1, 1, 1) + ar(kh).view(1, 1, 1, kh, 1)
-    cols = (ar(wo) * sw).view(1, wo, 1, 1, 1) + ar(kw).view(1, 1, 1, 1, kw)
-    return (ar(c).view(1, 1, c, 1, 1) * (hp * wp) + rows * wp + cols).reshape(-1)
+def rows_per_chunk(max_patch_bytes, device: torch.device, out_hw, patch_bytes_per_position: int) -> int:
+    """Output rows whose patches are gathered at once: as many as fit ``max_patch_bytes``, at least one.
 
-
-def _input_grad(g: torch.Tensor, weight: torch.Tensor, in_shape, kernel, stride, padding, *, scatter: bool):
-    """∂x from g (L, B, out): per-position products, then overlapping patches summed back into the image.
-
-    ``scatter=True`` computes the products transposed, (L, F, B), and adds rows of B contiguous values into a
-    (C·Hp·Wp, B) image with ``index_add_`` — on CPU about twice as fast as ``F.fold``, which first needs a
-    costly (L, B, F) → (B, F, L) transpose. ``index_add_`` is not deterministic on CUDA, so other devices fold.
+    ``None`` picks the default for the device: on CPU chunks of about ``CPU_CHUNK_BYTES`` (they stay in cache
+    between the gather and the GEMM, which makes them faster than one large buffer as well as smaller), elsewhere
+    at most ``DEFAULT_MAX_PATCH_BYTES``. ``math.inf`` gathers all positions at once.
     """
-    c, h, w = in_shape
-    (ph, pw), b = padding, g.shape[1]
-    if not scatter:
-        grad_cols = torch.bmm(g, weight)  # (L, B, F)
-        return F.fold(grad_cols.permute(1, 2, 0), (h, w), kernel, padding=padding, stride=stride)
-    hp, wp = h + 2 * ph, w + 2 * pw
-    out_hw = ((hp - kernel[0]) // stride[0] + 1, (wp - kernel[1]) // stride[1] + 1)
-    grad_cols_t = torch.bmm(weight.transpose(1, 2), g.transpose(1, 2))  # (L, F, B)
-    image = g.new_zeros(c * hp * wp, b)
-    image.index_add_(0, _patch_index(c, (hp, wp), kernel, stride, out_hw, g.device), grad_cols_t.reshape(-1, b))
-    return image.view(c, hp, wp, b)[:, ph : ph + h, pw : pw + w].permute(3, 0, 1, 2).contiguous()
+    if max_patch_bytes is None:
+        max_patch_bytes = CPU_CHUNK_BYTES if device.type == "cpu" else DEFAULT_MAX_PATCH_BYTES
+    ho, wo = out_hw
+    if math.isinf(max_patch_bytes):
+        return ho
+    return max(1, min(ho, int(max_patch_bytes // max(1, wo * patch_bytes_per_position))))
+
+
+@functools.lru_cache(maxsize=64)
+def _patch_index(in_shape, kernel, stride, padding, out_hw, device: torch.device) -> torch.Tensor:
+    """Row of a batch-last image ``(C·H·W + 1, B)`` for every patch entry, ordered (position, feature).
+
+    The image's last row is zero: taps on the padding point at it, so no padded copy of the input is made.
+    Returns ``(L·C·kh·kw,)`` int64; cached per geometry and device (it is small: L·C·k² entries).
+    """
+    (c, h, w), (kh, kw), (sh, sw), (ph, pw), (ho, wo) = in_shape, kernel, stride, padding, out_hw
+    ar = lambda n: torch.arange(n, device=device)  # noqa: E731
+    rows = (ar(ho) * sh - ph).view(ho, 1, 1, 1, 1) + ar(kh).view(1, 1, 1, kh, 1)
+    cols = (ar(wo) * sw - pw).view(1, wo, 1, 1, 1) + ar(kw).view(1, 1, 1, 1, kw)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    flat = ar(c).view(1, 1, c, 1, 1) * (h * w) + rows * w + cols
+    return torch.where(inside, flat, c * h * w).expand(ho, wo, c, kh, kw).reshape(-1)
+
+
+def _transpose_2d(a: torch.Tensor) -> torch.Tensor:
+    """``a.t()`` as a new contiguous tensor: ``copy_`` from a transposed 2-d view takes its cache-blocked path
+    (several times faster than the strided copy a 3-d permute gets)."""
+    out = a.new_empty(a.shape[1], a.shape[0])
+    return out.copy_(a.t())
+
+
+def _batch_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (C·H·W + 1, B): one batch row per pixel, then a zero row that the padding points at."""
+    b = x.shape[0]
+    xt = x.new_empty(x[0].numel() + 1, b)
+    xt[:-1].copy_(x.reshape(b, -1).t())
+    xt[-1].zero_()
+    return xt
+
+
+def _scatter_input_grad(device: torch.device) -> bool:
+    """Sum patch gradients back into the image with ``index_add_`` (CPU) or ``F.fold`` per band (elsewhere:
+    ``index_add_`` is not deterministic on CUDA)."""
+    return device.type == "cpu"
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -96,10 +127,20 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 
 
 class _LocalFunction(torch.autograd.Function):
-    """y[b, o, l] = Σ_f W[l, o, f] · patch[l, b, f] + bias[o, l], with contiguous GEMMs in both passes."""
+    """y[b, o, l] = Σ_f W[l, o, f] · patch[l, f, b] + bias[o, l], chunk by chunk of output rows.
+
+    Layout: the input is turned batch-last, ``(C·H·W + 1, B)``, so that a chunk's patches are whole rows of B
+    contiguous values gathered by one ``index_select`` into ``(n, F, B)``. Each position's product
+    ``(out, F) @ (F, B)`` writes straight into an ``(out, L, B)`` result (row stride L·B, no copy), which one
+    2-d transpose turns into the ``(B, out, H', W')`` output. The backward pass mirrors it: one 2-d transpose of
+    the output gradient, then per chunk ∂W = ``bmm(g, patchesᵀ)`` and ∂patches = ``bmm(Wᵀ, g)`` summed into a
+    batch-last image. With more than one chunk the patches are recomputed in the backward pass from the saved
+    batch-last input, so at most one chunk of patches is alive at any time; with a single chunk they are saved.
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, kernel, stride, padding, out_hw):
+    def forward(ctx, x, weight, bias, geometry, max_patch_bytes):
+        in_shape, kernel, stride, padding, out_hw = geometry
         # Under autocast, cast once here and save the cast tensors, so that the backward pass (which runs
         # outside autocast) multiplies operands of one dtype; the engine casts the gradients back.
         dtype = _autocast_dtype(x.device.type)
@@ -107,37 +148,88 @@ class _LocalFunction(torch.autograd.Function):
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
         ctx.dtype = dtype
-        cols = _patches(x, kernel, stride, padding)  # (L, B, F)
-        if bias is None:
-            out = torch.bmm(cols, weight.transpose(1, 2))  # (L, B, out)
-        else:  # the bias rides along in the GEMM (β = 1) instead of costing another pass over the output
-            out = torch.baddbmm(bias.reshape(bias.shape[0], -1).t().unsqueeze(1), cols, weight.transpose(1, 2))
-        # Keep only what the backward pass will use: patches for ∂W, weights for ∂x.
-        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
-        ctx.geometry = (tuple(x.shape[1:]), kernel, stride, padding)
-        b = x.shape[0]
-        return out.permute(1, 2, 0).reshape(b, weight.shape[1], *out_hw)
+        b, (n_pos, o, f) = x.shape[0], weight.shape
+        rows = rows_per_chunk(max_patch_bytes, x.device, out_hw, f * b * x.element_size())
+        chunks = [(i * out_hw[1], min(i + rows, out_hw[0]) * out_hw[1]) for i in range(0, out_hw[0], rows)]
+        index = _patch_index(in_shape, kernel, stride, padding, out_hw, x.device)
+        xt = _batch_last(x)
+        cols = x.new_empty(rows * out_hw[1], f, b)
+        y_t = x.new_empty(o, n_pos, b)  # (out, L, B): one 2-d transpose away from the (B, out, H', W') output
+        # bmm into a strided (L, out, B) view of y_t would loop over positions; a contiguous chunk and a copy do not
+        y_chunk = x.new_empty(rows * out_hw[1], o, b)
+        bias_t = None if bias is None else bias.reshape(o, n_pos).t().unsqueeze(-1).expand(n_pos, o, b)
+        for p0, p1 in chunks:
+            c = torch.index_select(xt, 0, index[p0 * f : p1 * f], out=cols[: p1 - p0].view(-1, b)).view(-1, f, b)
+            if bias_t is None:
+                yc = torch.bmm(weight[p0:p1], c, out=y_chunk[: p1 - p0])
+            else:  # the bias rides along in the GEMM (β = 1) instead of costing another pass over the output
+                yc = torch.baddbmm(bias_t[p0:p1], weight[p0:p1], c, out=y_chunk[: p1 - p0])
+            y_t[:, p0:p1].copy_(yc.transpose(0, 1))
+        # Keep only what the backward pass will use: patches (or the input to rebuild them) for ∂W, weights for ∂x.
+        keep = (cols if len(chunks) == 1 else xt) if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(keep, weight if ctx.needs_input_grad[0] else None)
+        ctx.geometry, ctx.chunks, ctx.rows = geometry, chunks, rows
+        return _transpose_2d(y_t.view(o * n_pos, b)).view(b, o, *out_hw)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        cols, weight = ctx.saved_tensors
-        in_shape, kernel, stride, padding = ctx.geometry
+        kept, weight = ctx.saved_tensors
+        (c_in, h, w), kernel, stride, padding, out_hw = ctx.geometry
         b, o = grad_out.shape[:2]
-        g = grad_out.reshape(b, o, -1).permute(2, 0, 1)
-        g = (g if ctx.dtype is None else g.to(ctx.dtype)).contiguous()  # (L, B, out)
+        n_pos = out_hw[0] * out_hw[1]
+        g = grad_out if ctx.dtype is None else grad_out.to(ctx.dtype)
+        g_t = _transpose_2d(g.reshape(b, o * n_pos)).view(o, n_pos, b).transpose(0, 1)  # (L, out, B), strided
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _input_grad(g, weight, in_shape, kernel, stride, padding, scatter=g.device.type == "cpu")
+        f = c_in * kernel[0] * kernel[1]
+        index = _patch_index((c_in, h, w), kernel, stride, padding, out_hw, g.device)
+        scatter = _scatter_input_grad(g.device)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.bmm(g.transpose(1, 2), cols)  # (L, out, F)
+            grad_w = g.new_empty(n_pos, o, f)
+            cols = kept if len(ctx.chunks) == 1 else g.new_empty(ctx.rows * out_hw[1], f, b)
+        if ctx.needs_input_grad[0]:
+            image = g.new_zeros(c_in * h * w + 1, b) if scatter else None
+            padded = None if scatter else g.new_zeros(b, c_in, h + 2 * padding[0], w + 2 * padding[1])
+            grad_cols = g.new_empty(ctx.rows * out_hw[1], f, b)
+        for p0, p1 in ctx.chunks:
+            if ctx.needs_input_grad[1]:
+                if len(ctx.chunks) == 1:
+                    c = cols
+                else:  # rebuild this chunk's patches from the saved batch-last input
+                    c = torch.index_select(kept, 0, index[p0 * f : p1 * f], out=cols[: p1 - p0].view(-1, b))
+                    c = c.view(-1, f, b)
+                torch.bmm(g_t[p0:p1], c.transpose(1, 2), out=grad_w[p0:p1])
+            if ctx.needs_input_grad[0]:
+                gc = torch.bmm(weight[p0:p1].transpose(1, 2), g_t[p0:p1], out=grad_cols[: p1 - p0])  # (n, F, B)
+                if scatter:
+                    image.index_add_(0, index[p0 * f : p1 * f], gc.view(-1, b))
+                else:
+                    _fold_band(padded, gc, p0 // out_hw[1], out_hw[1], kernel, stride)
+        if ctx.needs_input_grad[0]:
+            if scatter:
+                grad_x = _transpose_2d(image[:-1]).view(b, c_in, h, w)
+            else:
+                grad_x = padded[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w].contiguous()
         if ctx.needs_input_grad[2]:
-            grad_b = g.sum(1).t().reshape(o, *grad_out.shape[2:])
-        return grad_x, grad_w, grad_b, None, None, None, None
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b, None, None
 
 
-def locally_connected2d(x, weight, bias=None, *, kernel_size, stride=1, padding=0) -> torch.Tensor:
-    """Functional form: ``x`` (B, C, H, W), ``weight`` (L, out, C·kh·kw), ``bias`` (out, H', W') or None."""
+def _fold_band(padded: torch.Tensor, grad_cols: torch.Tensor, row0: int, wo: int, kernel, stride) -> None:
+    """Add the patch gradients of output rows ``row0 …`` ((n, F, B), n a multiple of W') into the padded image."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n_rows = grad_cols.shape[0] // wo
+    band_h = (n_rows - 1) * sh + kh
+    band = F.fold(grad_cols.permute(2, 1, 0), (band_h, padded.shape[3]), kernel, stride=stride)
+    padded[:, :, row0 * sh : row0 * sh + band_h] += band
+
+
+def locally_connected2d(x, weight, bias=None, *, kernel_size, stride=1, padding=0,
+                        max_patch_bytes=None) -> torch.Tensor:
+    """Functional form: ``x`` (B, C, H, W), ``weight`` (L, out, C·kh·kw), ``bias`` (out, H', W') or None.
+
+    ``max_patch_bytes`` caps the patches gathered at once (see ``LocallyConnected2d``).
+    """
     kernel, st, pad = _pair(kernel_size, "kernel_size"), _pair(stride, "stride"), _pair(padding, "padding")
     out_hw = output_size(tuple(x.shape[2:]), kernel, st, pad)
     if weight.shape[0] != out_hw[0] * out_hw[1] or weight.shape[2] != x.shape[1] * kernel[0] * kernel[1]:
@@ -145,7 +237,8 @@ def locally_connected2d(x, weight, bias=None, *, kernel_size, stride=1, padding=
             f"input of shape {tuple(x.shape)} does not fit weight {tuple(weight.shape)} with kernel {kernel}, "
             f"stride {st}, padding {pad}; build the layer for this input size"
         )
-    return _LocalFunction.apply(x, weight, bias, kernel, st, pad, out_hw)
+    geometry = (tuple(x.shape[1:]), kernel, st, pad, out_hw)
+    return _LocalFunction.apply(x, weight, bias, geometry, _check_budget(max_patch_bytes))
 
 
 class LocallyConnected2d(nn.Module):
@@ -164,8 +257,9 @@ class LocallyConnected2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, in_size, kernel_size, stride=1, padding=0,
-                 bias: bool = True):
+                 bias: bool = True, max_patch_bytes=None):
         super().__init__()
+        self.max_patch_bytes = _check_budget(max_patch_bytes)
         for what, v in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{what}={v!r} is invalid; give a positive int")
@@ -208,8 +302,8 @@ class LocallyConnected2d(nn.Module):
                 f"LocallyConnected2d expects input (B, {self.in_channels}, {self.in_size[0]}, {self.in_size[1]}), "
                 f"got {tuple(x.shape)}; build the layer for this input size"
             )
-        return _LocalFunction.apply(x, self.weight, self.bias, self.kernel_size, self.stride, self.padding,
-                                    self.out_size)
+        geometry = ((self.in_channels, *self.in_size), self.kernel_size, self.stride, self.padding, self.out_size)
+        return _LocalFunction.apply(x, self.weight, self.bias, geometry, _check_budget(self.max_patch_bytes))
 
     def filters_as_images(self, units: torch.Tensor | None = None) -> torch.Tensor:
         """Each unit's filter embedded at its receptive field in a zero ``(C, H, W)`` image.
@@ -239,4 +333,5 @@ class LocallyConnected2d(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, in_size={self.in_size}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+            + ("" if self.max_patch_bytes is None else f", max_patch_bytes={self.max_patch_bytes}")
         )
