@@ -219,13 +219,15 @@ def test_chunked_mode_saves_the_input_not_the_patches():
 
 def test_rows_per_chunk():
     cpu, meta = torch.device("cpu"), torch.device("meta")
-    per_pos = 243 * 128 * 4  # S-LOCAL's first layer at batch 128, fp32: 124 KiB a position, 1.9 MiB a row
+    per_pos = 243 * 32 * 4  # S-LOCAL's first layer at batch 32, fp32: 31 KiB a position, 0.47 MiB a row
+    row = 16 * per_pos
     assert local_mod.rows_per_chunk(math.inf, cpu, (16, 16), per_pos) == 16
-    assert local_mod.rows_per_chunk(1, cpu, (16, 16), per_pos) == 1
-    assert local_mod.rows_per_chunk(16 * per_pos * 5.5, cpu, (16, 16), per_pos) == 5
-    assert local_mod.rows_per_chunk(None, cpu, (16, 16), per_pos) == local_mod.CPU_CHUNK_BYTES // (16 * per_pos)
-    assert local_mod.rows_per_chunk(None, meta, (16, 16), per_pos) == local_mod.DEFAULT_MAX_PATCH_BYTES // (
-        16 * per_pos)
+    assert local_mod.rows_per_chunk(1, cpu, (16, 16), per_pos) == 1  # at least one row
+    assert local_mod.rows_per_chunk(5.5 * row, cpu, (16, 16), per_pos) == 5
+    assert local_mod.rows_per_chunk(100 * row, cpu, (16, 16), per_pos) == 16
+    assert local_mod.rows_per_chunk(None, cpu, (16, 16), per_pos) == local_mod.CPU_CHUNK_BYTES // row
+    assert local_mod.rows_per_chunk(None, meta, (16, 16), per_pos) == 16  # 7.6 MiB in all: one chunk
+    assert local_mod.rows_per_chunk(None, meta, (16, 16), 4 * per_pos) == local_mod.DEFAULT_MAX_PATCH_BYTES // (4 * row)
 
 
 @pytest.mark.parametrize("bad", [0, -5, "1MB", True])

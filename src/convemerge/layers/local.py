@@ -30,7 +30,7 @@ from convemerge.errors import ConfigError
 __all__ = ["LocallyConnected2d", "locally_connected2d", "output_size"]
 
 #: Patch bytes gathered at once on CPU by default: small enough to stay in cache between gather and GEMM.
-CPU_CHUNK_BYTES = 4 << 20
+CPU_CHUNK_BYTES = 1 << 20
 #: The default cap on other devices (the patch buffer of S-LOCAL at batch 512 is 122 MiB).
 DEFAULT_MAX_PATCH_BYTES = 16 << 20
 
