@@ -236,3 +236,22 @@ def test_bad_budget_raises_config_error(bad):
         LocallyConnected2d(3, 4, 8, 3, max_patch_bytes=bad)
     with pytest.raises(ConfigError, match="max_patch_bytes"):
         locally_connected2d(torch.randn(1, 3, 8, 8), torch.randn(36, 4, 27), kernel_size=3, max_patch_bytes=bad)
+
+
+@pytest.mark.parametrize("scatter", [True, False], ids=["index_add", "fold"])
+@mode_param
+def test_strided_input_and_gradient_and_empty_batch(budget, scatter, monkeypatch):
+    """A channels-last input and a strided output gradient give the same results as contiguous ones."""
+    monkeypatch.setattr(local_mod, "_scatter_input_grad", lambda device: scatter)
+    layer = LocallyConnected2d(3, 4, 9, 3, stride=2, padding=1, max_patch_bytes=budget).double()
+    x0 = torch.randn(5, 3, 9, 9, dtype=torch.float64)
+    x = x0.to(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(5, 4, 5, 10, dtype=torch.float64)[..., ::2]
+    got = torch.autograd.grad(layer(x), (x, layer.weight), g)
+    x1 = x0.clone().requires_grad_()
+    want = torch.autograd.grad(layer(x1), (x1, layer.weight), g.contiguous())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    empty = torch.randn(0, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+    layer(empty).sum().backward()
+    assert empty.grad.shape == empty.shape and not layer.weight.grad.any()

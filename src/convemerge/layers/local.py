@@ -98,11 +98,18 @@ def _transpose_2d(a: torch.Tensor) -> torch.Tensor:
 
 def _batch_last(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (C·H·W + 1, B): one batch row per pixel, then a zero row that the padding points at."""
-    b = x.shape[0]
-    xt = x.new_empty(x[0].numel() + 1, b)
-    xt[:-1].copy_(x.reshape(b, -1).t())
+    b, n = x.shape[0], math.prod(x.shape[1:])
+    xt = x.new_empty(n + 1, b)
+    xt[:-1].copy_(x.reshape(b, n).t())
     xt[-1].zero_()
     return xt
+
+
+def _gather(xt: torch.Tensor, index: torch.Tensor, p0: int, out: torch.Tensor) -> torch.Tensor:
+    """Patches of positions ``p0 … p0 + n`` into ``out`` (n, F, B): one ``index_select`` of whole batch rows."""
+    n, f, b = out.shape
+    torch.index_select(xt, 0, index[p0 * f : (p0 + n) * f], out=out.view(n * f, b))
+    return out
 
 
 def _scatter_input_grad(device: torch.device) -> bool:
@@ -159,7 +166,7 @@ class _LocalFunction(torch.autograd.Function):
         y_chunk = x.new_empty(rows * out_hw[1], o, b)
         bias_t = None if bias is None else bias.reshape(o, n_pos).t().unsqueeze(-1).expand(n_pos, o, b)
         for p0, p1 in chunks:
-            c = torch.index_select(xt, 0, index[p0 * f : p1 * f], out=cols[: p1 - p0].view(-1, b)).view(-1, f, b)
+            c = _gather(xt, index, p0, cols[: p1 - p0])
             if bias_t is None:
                 yc = torch.bmm(weight[p0:p1], c, out=y_chunk[: p1 - p0])
             else:  # the bias rides along in the GEMM (β = 1) instead of costing another pass over the output
@@ -196,13 +203,12 @@ class _LocalFunction(torch.autograd.Function):
                 if len(ctx.chunks) == 1:
                     c = cols
                 else:  # rebuild this chunk's patches from the saved batch-last input
-                    c = torch.index_select(kept, 0, index[p0 * f : p1 * f], out=cols[: p1 - p0].view(-1, b))
-                    c = c.view(-1, f, b)
+                    c = _gather(kept, index, p0, cols[: p1 - p0])
                 torch.bmm(g_t[p0:p1], c.transpose(1, 2), out=grad_w[p0:p1])
             if ctx.needs_input_grad[0]:
                 gc = torch.bmm(weight[p0:p1].transpose(1, 2), g_t[p0:p1], out=grad_cols[: p1 - p0])  # (n, F, B)
                 if scatter:
-                    image.index_add_(0, index[p0 * f : p1 * f], gc.view(-1, b))
+                    image.index_add_(0, index[p0 * f : p1 * f], gc.view((p1 - p0) * f, b))
                 else:
                     _fold_band(padded, gc, p0 // out_hw[1], out_hw[1], kernel, stride)
         if ctx.needs_input_grad[0]:
