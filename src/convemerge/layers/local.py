@@ -137,12 +137,13 @@ class _LocalFunction(torch.autograd.Function):
     """y[b, o, l] = Σ_f W[l, o, f] · patch[l, f, b] + bias[o, l], chunk by chunk of output rows.
 
     Layout: the input is turned batch-last, ``(C·H·W + 1, B)``, so that a chunk's patches are whole rows of B
-    contiguous values gathered by one ``index_select`` into ``(n, F, B)``. Each position's product
-    ``(out, F) @ (F, B)`` writes straight into an ``(out, L, B)`` result (row stride L·B, no copy), which one
-    2-d transpose turns into the ``(B, out, H', W')`` output. The backward pass mirrors it: one 2-d transpose of
-    the output gradient, then per chunk ∂W = ``bmm(g, patchesᵀ)`` and ∂patches = ``bmm(Wᵀ, g)`` summed into a
-    batch-last image. With more than one chunk the patches are recomputed in the backward pass from the saved
-    batch-last input, so at most one chunk of patches is alive at any time; with a single chunk they are saved.
+    contiguous values gathered by one ``index_select`` into ``(n, F, B)``. One ``bmm`` runs the chunk's
+    per-position products ``(out, F) @ (F, B)``; the chunk's ``(n, out, B)`` result is copied into an
+    ``(out, L, B)`` buffer, which one 2-d transpose turns into the ``(B, out, H', W')`` output. The backward
+    pass mirrors it: one 2-d transpose of the output gradient, then per chunk ∂W = ``bmm(g, patchesᵀ)`` and
+    ∂patches = ``bmm(Wᵀ, g)`` summed into a batch-last image. With more than one chunk the patches are
+    gathered again in the backward pass from the saved batch-last input, so at most one chunk of patches is
+    alive at any time; with a single chunk they are saved.
     """
 
     @staticmethod
@@ -254,6 +255,12 @@ class LocallyConnected2d(nn.Module):
     row-major order and features in ``F.unfold`` order (channel, kernel row, kernel column); ``bias`` has
     shape ``(out_channels, H', W')`` (one per output unit). Both are initialised like ``nn.Conv2d``:
     uniform on ±1/√fan_in with fan_in = in_channels·kh·kw (kaiming-uniform with a = √5).
+
+    ``max_patch_bytes`` caps the bytes of patches gathered at once (whole output rows, at least one):
+    ``None`` (default) picks ``CPU_CHUNK_BYTES`` on CPU (cache-sized chunks, the fastest there) and
+    ``DEFAULT_MAX_PATCH_BYTES`` elsewhere; ``math.inf`` gathers every patch at once and keeps them for the
+    backward pass. With several chunks the backward pass gathers each chunk again instead of keeping it.
+    It is an attribute and may be changed after construction; results are the same in every mode.
 
     Example::
 
