@@ -32,6 +32,7 @@ def rfm_command(
     width: Optional[int] = typer.Option(None, "--width", help="Random filters per level (deep-convrfm)."),
     dtype: str = typer.Option("float64", "--dtype", help="float64 | float32."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every round as it finishes."),
 ) -> None:
     """Fit on --n-train images (round and ridge chosen on a validation split of them) and report the test set."""
     from convemerge.kernels.evaluate import fit_and_evaluate, load_image_arrays, save_run
@@ -39,7 +40,8 @@ def rfm_command(
     Xtr, ytr = load_image_arrays(dataset, "train", n_train, seed, data_dir)
     Xte, yte = load_image_arrays(dataset, "test", n_test, seed, data_dir)
     est, summary = fit_and_evaluate(model, Xtr, ytr, Xte, yte, n_iter=n_iter, reg=_reg(reg), kernel=kernel,
-                                    depth=depth, width=width, dtype=dtype, device=device, random_state=seed)
+                                    depth=depth, width=width, dtype=dtype, device=device, random_state=seed,
+                                    verbose=int(verbose))
     summary.update(dataset=dataset, seed=seed)
     acc = {k: summary[f"{k}_accuracy"] for k in ("train", "val", "test")}
     print(f"{model} on {dataset}: n_train={summary['n_train']} n_test={summary['n_test']} "

@@ -199,7 +199,17 @@ class KernelFeatureLearner(BaseEstimator):
                 _sync(Xtr.device)
                 timing["agop"] += time.perf_counter() - t0
             rec.update({f"time_{k}": v for k, v in timing.items()})
+            if getattr(self, "verbose", 0):
+                self._report(rec)
         return out
+
+    def _report(self, rec: dict) -> None:
+        level = getattr(self, "_level", None)  # set by Deep ConvRFM while it fits a level
+        level = f" level {level}" if level is not None else ""
+        metrics = "  ".join(f"{k}={v:.4g}" for k, v in rec.items() if k.endswith(("_accuracy", "_mse")))
+        times = "  ".join(f"{k[5:]}={v:.1f}s" for k, v in rec.items() if k.startswith("time_"))
+        print(f"[{type(self).__name__}{level}] reg={rec['reg']:g} round {rec['iteration']}: {metrics}  {times}",
+              flush=True)
 
     def _split_tensors(self, X, Y, split):
         if split is None:

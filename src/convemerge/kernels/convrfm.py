@@ -42,7 +42,7 @@ _COMMON_DOC = """
         readout (None: flatten). bandwidth: L of patch-laplace.
     reg, n_iter, agop_power (default 0.5: M = AGOP^{1/2}), centering, normalize (default "frobenius"),
     solver, solver_options, agop_sample_size (None: the AGOP is averaged over ALL training images),
-    validation_fraction, random_state, device, dtype, block_elements: as for the RFM estimators.
+    validation_fraction, random_state, device, dtype, block_elements, verbose: as for the RFM estimators.
     image_shape: (C, H, W) of flattened input.
 """
 
@@ -90,7 +90,7 @@ class ConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, Ker
     def __init__(self, kernel="cntk", depth=3, patch_size=3, pool=None, bandwidth=10.0, reg=1e-3, n_iter=5,
                  agop_power=0.5, centering=False, normalize="frobenius", solver="solve", solver_options=None,
                  agop_sample_size=None, validation_fraction=0.1, image_shape=None, random_state=None, device=None,
-                 dtype="float64", block_elements=None):
+                 dtype="float64", block_elements=None, verbose=0):
         self.kernel = kernel
         self.depth = depth
         self.patch_size = patch_size
@@ -110,6 +110,7 @@ class ConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, Ker
         self.device = device
         self.dtype = dtype
         self.block_elements = block_elements
+        self.verbose = verbose
 
     def _check_extra_params(self):
         self._check_conv_params()
@@ -157,7 +158,7 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
     def __init__(self, depth=2, width=64, kernel="cntk", patch_size=3, pool=None, bandwidth=10.0, reg=1e-3,
                  n_iter=3, agop_power=0.5, centering=False, normalize="frobenius", solver="solve",
                  solver_options=None, agop_sample_size=None, validation_fraction=0.1, image_shape=None,
-                 random_state=None, device=None, dtype="float64", block_elements=None):
+                 random_state=None, device=None, dtype="float64", block_elements=None, verbose=0):
         self.depth = depth
         self.width = width
         self.kernel = kernel
@@ -178,6 +179,7 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
         self.device = device
         self.dtype = dtype
         self.block_elements = block_elements
+        self.verbose = verbose
 
     def _check_extra_params(self):
         self._check_conv_params()

@@ -16,7 +16,9 @@ coefficients of the subsample:
 
 Step size and batch size follow EigenPro 2: β = max_a k_P(x_a, x_a) (the preconditioned kernel's diagonal),
 the critical batch size ``m* = β/τ'`` with ``τ' = λ₁ (τ/λ₁)^a`` the new top eigenvalue, ``m = min(m*, memory)``
-and ``η = m / (β + (m − 1)τ')`` (the optimal step of mini-batch SGD on a quadratic; ≈ m/β below m*).
+and ``η = m / (β + (m − 1)τ')`` — the optimal step of m-batch SGD in the interpolation regime (Ma, Bassily &
+Belkin 2018): ≈ m/β well below m* (EigenPro 2's linear-scaling rule) and ≈ 1/τ' above it; at m = m* it is half
+of m/β, a deliberately safe choice because τ' is itself a Nyström estimate.
 The ridge term enters the residual exactly; the preconditioner is built from K alone (λ shifts the spectrum by
 λ/n, negligible next to the top eigenvalues it acts on).
 """

@@ -39,6 +39,7 @@ class _BaseRFM(KernelFeatureLearner):
     validation_fraction: share of the training data held out to choose the round (0 or None: last round).
     random_state, device (None: CUDA when available), dtype (``"float64"``/``"float32"``),
     block_elements: memory budget of one block, in tensor elements (None: 2**25).
+    verbose: print each round's metrics and timings as it finishes.
 
     Fitted attributes: ``M_`` (d×d, or (d,) when diag), ``coef_`` (dual weights, n×outputs), ``X_fit_``,
     ``history_`` (one dict per (reg, round): train/val MSE (and accuracy), seconds in kernel/solve/AGOP),
@@ -48,7 +49,8 @@ class _BaseRFM(KernelFeatureLearner):
 
     def __init__(self, bandwidth=10.0, reg=1e-3, n_iter=5, kernel="laplace", diag=False, agop_power=1.0,
                  centering=False, normalize="max", solver="solve", solver_options=None, agop_sample_size=None,
-                 validation_fraction=0.1, random_state=None, device=None, dtype="float64", block_elements=None):
+                 validation_fraction=0.1, random_state=None, device=None, dtype="float64", block_elements=None,
+                 verbose=0):
         self.bandwidth = bandwidth
         self.reg = reg
         self.n_iter = n_iter
@@ -65,6 +67,7 @@ class _BaseRFM(KernelFeatureLearner):
         self.device = device
         self.dtype = dtype
         self.block_elements = block_elements
+        self.verbose = verbose
 
     def _check_extra_params(self):
         if self.kernel not in ("laplace", "gaussian"):
