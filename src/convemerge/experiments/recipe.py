@@ -5,7 +5,9 @@ tuned on the validation split) and the datasets and seeds they run on. :meth:`Re
 list of :class:`Job` s, each a full set of ``TrainConfig`` fields with a stable run id (a hash of those fields) and
 its run directory ``out/<experiment>/<run_id>``. A job may also be a *callable* (``kind="callable"``): a function
 named ``"module:function"`` called as ``fn(out=<run dir>, **config)``, which must write ``summary.json`` there
-when done — the hook for experiments that are not a training run (kernel machines, AGOP analyses).
+when done — the hook for experiments that are not a training run (kernel machines, AGOP analyses). A callable
+with ``per_run`` analyses finished training runs: one job per run of the named arms, given that run's id as
+``run`` and listed with it in :attr:`Job.after`, so the runner starts it only once the run is done.
 
 Example::
 
@@ -118,6 +120,9 @@ class CallableSpec:
     per_seed: bool = True  # one job per seed (kwargs get "seed") or a single job
     per_dataset: bool = True  # one job per dataset (kwargs get "dataset") or a single job
     tags: Mapping[str, Any] = field(default_factory=dict)
+    # arm names: instead of the above, one job per training run of these arms, run after it; kwargs get "run"
+    # (its run id, a sibling folder of the job's own), "dataset" and "seed"
+    per_run: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,18 +139,20 @@ class Job:
     run_id: str
     out: str  # run directory
     target: str | None = None  # "module:function" for callables
+    after: tuple[str, ...] = ()  # run ids that must finish before this job starts (analyses of a training run)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "experiment": self.experiment, "arm": self.arm, "dataset": self.dataset,
             "seed": self.seed, "hparams": _canonical(dict(self.hparams)), "config": _canonical(dict(self.config)),
-            "run_id": self.run_id, "out": self.out, "target": self.target,
+            "run_id": self.run_id, "out": self.out, "target": self.target, "after": list(self.after),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Job:
-        return cls(**{k: d.get(k) for k in ("kind", "experiment", "arm", "dataset", "seed", "hparams", "config",
-                                             "run_id", "out", "target")})
+        fields = {k: d.get(k) for k in ("kind", "experiment", "arm", "dataset", "seed", "hparams", "config",
+                                        "run_id", "out", "target")}
+        return cls(**fields, after=tuple(d.get("after") or ()))
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,10 @@ class Recipe:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"recipe {self.name}: arm names must be unique, repeated: {', '.join(dup)}")
+        arms = {a.name for a in self.arms}
+        unknown = sorted({n for c in self.callables for n in c.per_run if n not in arms})
+        if unknown:
+            raise ConfigError(f"recipe {self.name}: per_run names no arm: {', '.join(unknown)}; use arm names")
         if not self.seeds:
             raise ConfigError(f"recipe {self.name}: give at least one seed")
 
@@ -211,7 +222,11 @@ class Recipe:
                         rid = run_id(config)
                         jobs.append(Job("train", self.name, arm.name, dataset, seed, point, config, rid,
                                         str(root / rid)))
+        trained = list(jobs)
         for spec in self.callables:
+            if spec.per_run:
+                jobs.extend(self._per_run_jobs(spec, trained, root))
+                continue
             for dataset in (self.datasets if spec.per_dataset else (None,)):
                 for seed in (self.seeds if spec.per_seed else (None,)):
                     kwargs = dict(spec.kwargs)
@@ -224,6 +239,19 @@ class Recipe:
                                     str(root / rid), target=spec.target))
         return jobs
 
+    def _per_run_jobs(self, spec: CallableSpec, trained: list[Job], root: Path) -> list[Job]:
+        """One callable per training run of ``spec.per_run`` (a run shared by two arms is analysed once)."""
+        out, seen = [], set()
+        for tj in trained:
+            if tj.arm not in spec.per_run or tj.run_id in seen:
+                continue
+            seen.add(tj.run_id)
+            kwargs = {**dict(spec.kwargs), "run": tj.run_id, "dataset": tj.dataset, "seed": tj.seed}
+            rid = run_id(kwargs, kind="callable", target=spec.target)
+            out.append(Job("callable", self.name, spec.name, tj.dataset, tj.seed, {}, kwargs, rid, str(root / rid),
+                           target=spec.target, after=(tj.run_id,)))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description (written to the experiment's manifest)."""
         return _canonical({
@@ -234,6 +262,6 @@ class Recipe:
                       "fixed": dict(a.fixed), "grid": {k: list(v) for k, v in a.grid.items()},
                       "tags": dict(a.tags), "datasets": a.datasets,
                       "per_dataset": {k: dict(v) for k, v in a.per_dataset.items()}} for a in self.arms],
-            "callables": [{"name": c.name, "target": c.target, "kwargs": dict(c.kwargs), "tags": dict(c.tags)}
-                          for c in self.callables],
+            "callables": [{"name": c.name, "target": c.target, "kwargs": dict(c.kwargs), "tags": dict(c.tags),
+                           "per_run": list(c.per_run)} for c in self.callables],
         })

@@ -9,6 +9,9 @@
   run directories must then be on a filesystem every Ray node sees. ``ray_address="local"`` starts a local Ray.
 - A job that raises is recorded (``error.txt`` in its run directory) and the others go on; the returned
   :class:`RunReport` lists failures.
+- A job naming other run ids in ``after`` (an analysis of a training run) starts only once they are done: jobs
+  run in waves, each wave holding the jobs whose dependencies are finished; a job whose dependency failed fails
+  without running.
 - After a train job, :func:`convemerge.experiments.postprocess.analyse_run` writes ``analysis.json`` (description
   length, first-layer locality, Fig. 4 filters) next to the run, so the report only reads files.
 """
@@ -205,8 +208,11 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
     if total:
         where = f"Ray at {ray_address}" if ray_address else f"{workers} worker(s) × {threads} thread(s)"
         log(f"running {total} job(s) on {where} ({len(report.skipped)} already finished)")
+    done = 0
 
-    def record(result: dict[str, Any], done: int) -> None:
+    def record(result: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
         rid = result["run_id"]
         report.seconds[rid] = result["seconds"]
         job = primary[rid]
@@ -218,32 +224,61 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
             report.failed[rid] = result["error"]
             log(f"[{done}/{total}] {job.experiment}/{rid} FAILED: {result['error']} (see {job.out}/error.txt)")
 
-    payloads = [j.to_dict() for j in todo]
+    def link_twins() -> None:
+        for job in list(twins):
+            src = Path(primary[job.run_id].out)
+            if Path(job.out).exists() or not is_finished(src):
+                continue
+            _link(src, Path(job.out))
+            report.linked.append(f"{job.experiment}/{job.run_id}")
+            twins.remove(job)
+
+    def waves():
+        """Payloads wave by wave; computed lazily, so each wave sees the failures of the ones before."""
+        remaining = list(todo)
+        while remaining:
+            link_twins()  # an analysis may read a run through its twin folder
+            waiting = {j.run_id for j in remaining}
+            wave = [j for j in remaining if not set(j.after) & waiting]
+            if not wave:  # a dependency cycle: nothing can start
+                wave, remaining = remaining, []
+            else:
+                remaining = [j for j in remaining if set(j.after) & waiting]
+            ready = []
+            for j in wave:
+                bad = [r for r in j.after if r in report.failed or r in waiting]
+                if bad:
+                    line = f"DependencyError: needs run {bad[0]}, which failed or cannot run"
+                    Path(j.out).mkdir(parents=True, exist_ok=True)
+                    (Path(j.out) / "error.txt").write_text(line + "\n")
+                    record({"run_id": j.run_id, "status": "failed", "seconds": 0.0, "error": line})
+                else:
+                    ready.append(j.to_dict())
+            if ready:
+                yield ready
+
     if ray_address:
-        _run_ray(payloads, ray_address, threads, workers, analyse, command, record)
+        _run_ray(waves(), ray_address, threads, workers, analyse, command, record)
     elif workers == 1 or total <= 1:
         # in-process: no spawn cost
-        for i, p in enumerate(payloads, 1):
-            record(execute_job(p, threads, analyse, command, set_threads=False), i)
+        for wave in waves():
+            for p in wave:
+                record(execute_job(p, threads, analyse, command, set_threads=False))
     else:
         ctx = get_context("spawn")  # fresh interpreters: no forked OpenMP pools, no shared torch state
         with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads,)) as pool:
-            futures = [pool.submit(execute_job, p, threads, analyse, command) for p in payloads]
-            for i, fut in enumerate(as_completed(futures), 1):
-                record(fut.result(), i)
+            for wave in waves():
+                futures = [pool.submit(execute_job, p, threads, analyse, command) for p in wave]
+                for fut in as_completed(futures):
+                    record(fut.result())
 
-    for job in twins:
-        src = Path(primary[job.run_id].out)
-        if Path(job.out).exists() or not is_finished(src):
-            continue
-        _link(src, Path(job.out))
-        report.linked.append(f"{job.experiment}/{job.run_id}")
+    link_twins()
     report.wall_time = time.perf_counter() - start
     return report
 
 
-def _run_ray(payloads: list[dict], address: str, threads: int, workers: int, analyse: bool, command: str | None,
+def _run_ray(waves, address: str, threads: int, workers: int, analyse: bool, command: str | None,
              record) -> None:
     try:
         import ray
@@ -258,12 +293,11 @@ def _run_ray(payloads: list[dict], address: str, threads: int, workers: int, ana
         started = True
     try:
         remote = ray.remote(num_cpus=threads, max_retries=0)(execute_job)
-        pending = [remote.remote(p, threads, analyse, command) for p in payloads]
-        done = 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            done += 1
-            record(ray.get(ready[0]), done)
+        for payloads in waves:
+            pending = [remote.remote(p, threads, analyse, command) for p in payloads]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                record(ray.get(ready[0]))
     finally:
         if started:
             ray.shutdown()
