@@ -13,9 +13,9 @@ from convemerge.errors import ConfigError
 from convemerge.layers import LocallyConnected2d, locally_connected2d, output_size
 from convemerge.layers import local as local_mod
 
-# max_patch_bytes: every patch at once (saved for the backward pass), one output row per chunk (recomputed in
-# the backward pass), and the automatic choice.
-MODES = {"whole": math.inf, "row-chunks": 1, "auto": None}
+# max_patch_bytes: every patch at once (saved for the backward pass), the smallest chunks (one position, or one
+# output row where ∂x is folded; gathered again in the backward pass), and the automatic choice.
+MODES = {"whole": math.inf, "tiny-chunks": 1, "auto": None}
 mode_param = pytest.mark.parametrize("budget", list(MODES.values()), ids=list(MODES))
 
 
@@ -63,14 +63,14 @@ def test_matches_loop_reference(cin, cout, size, k, s, p, budget):
 
 
 @pytest.mark.parametrize("scatter", [True, False], ids=["index_add", "fold"])
-@pytest.mark.parametrize("budget", [*MODES.values(), "two-rows"], ids=[*MODES, "two-rows"])
+@pytest.mark.parametrize("budget", [*MODES.values(), "3-positions"], ids=[*MODES, "3-positions"])
 @pytest.mark.parametrize("cin,cout,size,k,s,p", GEOMETRIES)
 def test_gradients_match_loop_reference(cin, cout, size, k, s, p, budget, scatter, monkeypatch):
     """All gradients, with ∂x summed by index_add_ (CPU) and by F.fold band by band (other devices)."""
     monkeypatch.setattr(local_mod, "_scatter_input_grad", lambda device: scatter)
     hw, kk, ss, pp = _pairs(size, k, s, p)
-    if budget == "two-rows":  # chunks of two output rows, the last one shorter when H' is odd
-        budget = 2 * output_size(hw, kk, ss, pp)[1] * cin * kk[0] * kk[1] * 2 * 8
+    if budget == "3-positions":  # chunks across row ends, a shorter last one (fold: whole rows instead)
+        budget = 3 * cin * kk[0] * kk[1] * 2 * 8
     layer = LocallyConnected2d(cin, cout, size, k, stride=s, padding=p, max_patch_bytes=budget).double()
     x = torch.randn(2, cin, *hw, dtype=torch.float64, requires_grad=True)
     y = layer(x)
@@ -205,7 +205,7 @@ def _saved_numels(fn):
 
 
 def test_chunked_mode_saves_the_input_not_the_patches():
-    """Row chunks: only the (batch-last) input is kept for ∂W; one chunk: the patch buffer is kept instead."""
+    """Several chunks: only the (batch-last) input is kept for ∂W; one chunk: the patch buffer is kept instead."""
     b, c, side, k, s, p, out = 6, 2, 12, 5, 2, 2, 3
     x = torch.randn(b, c, side, side)
     n_pos, feats = output_size(side, k, s, p)[0] ** 2, c * k * k
@@ -217,17 +217,19 @@ def test_chunked_mode_saves_the_input_not_the_patches():
         assert layer.weight.grad is not None
 
 
-def test_rows_per_chunk():
+def test_positions_per_chunk():
     cpu, meta = torch.device("cpu"), torch.device("meta")
     per_pos = 243 * 32 * 4  # S-LOCAL's first layer at batch 32, fp32: 31 KiB a position, 0.47 MiB a row
-    row = 16 * per_pos
-    assert local_mod.rows_per_chunk(math.inf, cpu, (16, 16), per_pos) == 16
-    assert local_mod.rows_per_chunk(1, cpu, (16, 16), per_pos) == 1  # at least one row
-    assert local_mod.rows_per_chunk(5.5 * row, cpu, (16, 16), per_pos) == 5
-    assert local_mod.rows_per_chunk(100 * row, cpu, (16, 16), per_pos) == 16
-    assert local_mod.rows_per_chunk(None, cpu, (16, 16), per_pos) == local_mod.CPU_CHUNK_BYTES // row
-    assert local_mod.rows_per_chunk(None, meta, (16, 16), per_pos) == 16  # 7.6 MiB in all: one chunk
-    assert local_mod.rows_per_chunk(None, meta, (16, 16), 4 * per_pos) == local_mod.DEFAULT_MAX_PATCH_BYTES // (4 * row)
+    chunk = local_mod.positions_per_chunk
+    assert chunk(math.inf, cpu, (16, 16), per_pos) == 256
+    assert chunk(1, cpu, (16, 16), per_pos) == 1  # at least one position
+    assert chunk(1, cpu, (16, 16), per_pos, whole_rows=True) == 16  # at least one row
+    assert chunk(37.5 * per_pos, cpu, (16, 16), per_pos) == 37
+    assert chunk(37.5 * per_pos, cpu, (16, 16), per_pos, whole_rows=True) == 32
+    assert chunk(1000 * per_pos, cpu, (16, 16), per_pos) == 256
+    assert chunk(None, cpu, (16, 16), per_pos) == local_mod.CPU_CHUNK_BYTES // per_pos
+    assert chunk(None, meta, (16, 16), per_pos) == 256  # 7.6 MiB in all: one chunk
+    assert chunk(None, meta, (16, 16), 4 * per_pos) == local_mod.DEFAULT_MAX_PATCH_BYTES // (4 * per_pos)
 
 
 @pytest.mark.parametrize("bad", [0, -5, "1MB", True])

@@ -1,6 +1,7 @@
 """Locally connected 2-d layer: a convolution's geometry with a separate filter at every output position.
 
-The layer is a patch gather followed by position-batched matrix products, done chunk by chunk of output rows.
+The layer is a patch gather followed by position-batched matrix products, done chunk by chunk of output
+positions (row-major; whole output rows off CPU, where the input gradient is folded band by band).
 The input is first turned batch-last, ``(C·H·W + 1, B)`` with a zero row for the padding, so that one
 ``index_select`` gathers a chunk's patches as ``(n, C·kh·kw, B)`` and each position's product is a plain
 ``(out, C·k²) @ (C·k², B)`` GEMM, all n of them in one ``torch.bmm``. A custom autograd function does the
@@ -58,19 +59,22 @@ def _check_budget(max_patch_bytes):
                       "math.inf for no limit, or None for the automatic choice")
 
 
-def rows_per_chunk(max_patch_bytes, device: torch.device, out_hw, patch_bytes_per_position: int) -> int:
-    """Output rows whose patches are gathered at once: as many as fit ``max_patch_bytes``, at least one.
+def positions_per_chunk(max_patch_bytes, device: torch.device, out_hw, patch_bytes_per_position: int, *,
+                        whole_rows: bool = False) -> int:
+    """Output positions whose patches are gathered at once: as many as fit ``max_patch_bytes``, at least one.
 
     ``None`` picks the default for the device: on CPU chunks of about ``CPU_CHUNK_BYTES`` (they stay in cache
     between the gather and the GEMM, which makes them faster than one large buffer as well as smaller), elsewhere
-    at most ``DEFAULT_MAX_PATCH_BYTES``. ``math.inf`` gathers all positions at once.
+    at most ``DEFAULT_MAX_PATCH_BYTES``. ``math.inf`` gathers all positions at once. ``whole_rows`` rounds down
+    to whole output rows (at least one), as the band-wise ``F.fold`` of the input gradient needs.
     """
     if max_patch_bytes is None:
         max_patch_bytes = CPU_CHUNK_BYTES if device.type == "cpu" else DEFAULT_MAX_PATCH_BYTES
     ho, wo = out_hw
     if math.isinf(max_patch_bytes):
-        return ho
-    return max(1, min(ho, int(max_patch_bytes // max(1, wo * patch_bytes_per_position))))
+        return ho * wo
+    n = max(1, min(ho * wo, int(max_patch_bytes // max(1, patch_bytes_per_position))))
+    return max(wo, n - n % wo) if whole_rows else n
 
 
 @functools.lru_cache(maxsize=64)
@@ -134,7 +138,7 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 
 
 class _LocalFunction(torch.autograd.Function):
-    """y[b, o, l] = Σ_f W[l, o, f] · patch[l, f, b] + bias[o, l], chunk by chunk of output rows.
+    """y[b, o, l] = Σ_f W[l, o, f] · patch[l, f, b] + bias[o, l], chunk by chunk of output positions.
 
     Layout: the input is turned batch-last, ``(C·H·W + 1, B)``, so that a chunk's patches are whole rows of B
     contiguous values gathered by one ``index_select`` into ``(n, F, B)``. One ``bmm`` runs the chunk's
@@ -157,14 +161,15 @@ class _LocalFunction(torch.autograd.Function):
             bias = None if bias is None else bias.to(dtype)
         ctx.dtype = dtype
         b, (n_pos, o, f) = x.shape[0], weight.shape
-        rows = rows_per_chunk(max_patch_bytes, x.device, out_hw, f * b * x.element_size())
-        chunks = [(i * out_hw[1], min(i + rows, out_hw[0]) * out_hw[1]) for i in range(0, out_hw[0], rows)]
+        n = positions_per_chunk(max_patch_bytes, x.device, out_hw, f * b * x.element_size(),
+                                whole_rows=not _scatter_input_grad(x.device))
+        chunks = [(p, min(p + n, n_pos)) for p in range(0, n_pos, n)]
         index = _patch_index(in_shape, kernel, stride, padding, out_hw, x.device)
         xt = _batch_last(x)
-        cols = x.new_empty(rows * out_hw[1], f, b)
+        cols = x.new_empty(n, f, b)
         y_t = x.new_empty(o, n_pos, b)  # (out, L, B): one 2-d transpose away from the (B, out, H', W') output
         # bmm into a strided (L, out, B) view of y_t would loop over positions; a contiguous chunk and a copy do not
-        y_chunk = x.new_empty(rows * out_hw[1], o, b)
+        y_chunk = x.new_empty(n, o, b)
         bias_t = None if bias is None else bias.reshape(o, n_pos).t().unsqueeze(-1).expand(n_pos, o, b)
         for p0, p1 in chunks:
             c = _gather(xt, index, p0, cols[: p1 - p0])
@@ -176,7 +181,7 @@ class _LocalFunction(torch.autograd.Function):
         # Keep only what the backward pass will use: patches (or the input to rebuild them) for ∂W, weights for ∂x.
         keep = (cols if len(chunks) == 1 else xt) if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(keep, weight if ctx.needs_input_grad[0] else None)
-        ctx.geometry, ctx.chunks, ctx.rows = geometry, chunks, rows
+        ctx.geometry, ctx.chunks = geometry, chunks
         return _transpose_2d(y_t.view(o * n_pos, b)).view(b, o, *out_hw)
 
     @staticmethod
@@ -194,11 +199,11 @@ class _LocalFunction(torch.autograd.Function):
         scatter = _scatter_input_grad(g.device)
         if ctx.needs_input_grad[1]:
             grad_w = g.new_empty(n_pos, o, f)
-            cols = kept if len(ctx.chunks) == 1 else g.new_empty(ctx.rows * out_hw[1], f, b)
+            cols = kept if len(ctx.chunks) == 1 else g.new_empty(ctx.chunks[0][1], f, b)
         if ctx.needs_input_grad[0]:
             image = g.new_zeros(c_in * h * w + 1, b) if scatter else None
             padded = None if scatter else g.new_zeros(b, c_in, h + 2 * padding[0], w + 2 * padding[1])
-            grad_cols = g.new_empty(ctx.rows * out_hw[1], f, b)
+            grad_cols = g.new_empty(ctx.chunks[0][1], f, b)
         for p0, p1 in ctx.chunks:
             if ctx.needs_input_grad[1]:
                 if len(ctx.chunks) == 1:
@@ -256,8 +261,8 @@ class LocallyConnected2d(nn.Module):
     shape ``(out_channels, H', W')`` (one per output unit). Both are initialised like ``nn.Conv2d``:
     uniform on ±1/√fan_in with fan_in = in_channels·kh·kw (kaiming-uniform with a = √5).
 
-    ``max_patch_bytes`` caps the bytes of patches gathered at once (whole output rows, at least one):
-    ``None`` (default) picks ``CPU_CHUNK_BYTES`` on CPU (cache-sized chunks, the fastest there) and
+    ``max_patch_bytes`` caps the bytes of patches gathered at once (at least one position; whole output rows
+    off CPU): ``None`` (default) picks ``CPU_CHUNK_BYTES`` on CPU (cache-sized chunks, the fastest there) and
     ``DEFAULT_MAX_PATCH_BYTES`` elsewhere; ``math.inf`` gathers every patch at once and keeps them for the
     backward pass. With several chunks the backward pass gathers each chunk again instead of keeping it.
     It is an attribute and may be changed after construction; results are the same in every mode.
