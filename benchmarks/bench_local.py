@@ -3,7 +3,7 @@ padding 4, α ∈ {8, 32} output channels, batch 128, fp32)
 
 Side by side in one process, timings interleaved (A B C A B C …) and summarised by their medians. The local
 layer runs in two modes: "chunked" (the default ``max_patch_bytes``: patches gathered a cache-sized chunk of
-output rows at a time and gathered again in the backward pass) and "whole" (``max_patch_bytes=math.inf``: all
+output positions at a time and gathered again in the backward pass) and "whole" (``max_patch_bytes=math.inf``: all
 patches at once, kept for the backward pass).
   1. forward + backward of ``LocallyConnected2d`` against ``nn.Conv2d`` of the same shape (goal: ≤ 2×), with the
      input not requiring a gradient (a first layer fed with data, as in S-LOCAL) and requiring one (a hidden
@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convemerge.layers import LocallyConnected2d
+from convemerge.layers.local import CPU_CHUNK_BYTES, DEFAULT_MAX_PATCH_BYTES
 
 IN_CHANS, SIDE, KERNEL, STRIDE, PADDING = 3, 32, 9, 2, 4
 
@@ -199,7 +200,8 @@ def main() -> None:
     paper = 512 * 150 * IN_CHANS * 256 * KERNEL**2
     print(f"\nat paper scale (α = 150, batch 512) the broadcast product alone has {paper:.2e} elements "
           f"({paper * 4 / 2**30:.1f} GiB fp32); our whole patch buffer {512 * 243 * 256 * 4 / 2**20:.0f} MiB, "
-          f"one chunk of it (one output row) {512 * 243 * 16 * 4 / 2**20:.1f} MiB")
+          f"a chunk of it at most {CPU_CHUNK_BYTES / 2**20:g} MiB on CPU, {DEFAULT_MAX_PATCH_BYTES / 2**20:g} MiB "
+          "elsewhere (by default)")
 
 
 if __name__ == "__main__":
