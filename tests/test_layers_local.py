@@ -19,6 +19,15 @@ MODES = {"whole": math.inf, "tiny-chunks": 1, "auto": None}
 mode_param = pytest.mark.parametrize("budget", list(MODES.values()), ids=list(MODES))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine every parallel region can stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def loop_reference(x, weight, bias, k, stride, padding):
     """The definition, one output position at a time (float64, no unfold)."""
     (kh, kw), (sh, sw), (ph, pw) = k, stride, padding
