@@ -257,14 +257,15 @@ def test_cnngp_is_the_output_covariance_of_many_random_nets():
     gp = ConvolutionalKernel((1, 6, 6), kind="cnngp", depth=2).matrix(X.flatten(1))
     width, q, chunk, total = 128, 3, 250, 8000
     prods = []
+    x32 = X.float()  # float32 nets: their rounding is far below the Monte-Carlo error
     for _ in range(total // chunk):
-        W1 = torch.randn(chunk * width, 1, q, q, generator=gen, dtype=D64) / q
-        W2 = torch.randn(chunk * width, width, q, q, generator=gen, dtype=D64) * math.sqrt(2.0 / (width * q * q))
-        v = torch.randn(chunk, width * 36, generator=gen, dtype=D64) / math.sqrt(width * 36)
-        h = F.conv2d(X.repeat(1, chunk, 1, 1), W1, padding=1, groups=chunk)
+        W1 = torch.randn(chunk * width, 1, q, q, generator=gen) / q
+        W2 = torch.randn(chunk * width, width, q, q, generator=gen) * math.sqrt(2.0 / (width * q * q))
+        v = torch.randn(chunk, width * 36, generator=gen) / math.sqrt(width * 36)
+        h = F.conv2d(x32.repeat(1, chunk, 1, 1), W1, padding=1, groups=chunk)
         g = F.relu(F.conv2d(F.relu(h), W2, padding=1, groups=chunk)).reshape(4, chunk, -1)
         f = torch.einsum("ncf,cf->nc", g, v)  # (images, nets)
-        prods.append(torch.einsum("ac,bc->cab", f, f))
+        prods.append(torch.einsum("ac,bc->cab", f, f).double())
     samples = torch.cat(prods)
     se = samples.std(0) / math.sqrt(len(samples))
     err = (samples.mean(0) - gp).abs()
