@@ -132,12 +132,23 @@ def random_filters(M: torch.Tensor, width: int, generator: torch.Generator) -> t
 
 
 def featurize(X: torch.Tensor, filters: torch.Tensor, image_shape, patch_size: int,
-              block: int = 256) -> torch.Tensor:
-    """``relu(conv(x, W))`` with 'same' padding for flattened images X: (n, C·H·W) → (n, width·H·W)."""
+              block: int = 32) -> torch.Tensor:
+    """``relu(conv(x, W))`` with 'same' padding for flattened images X: (n, C·H·W) → (n, width·H·W).
+
+    Every conv call sees exactly ``block`` images (the last block is zero-padded): convolution backends pick
+    their algorithm by shape, so this makes an image's features independent of how many images come with it
+    (predictions on a subset then equal the same rows of predictions on the whole set).
+    """
     C, H, W = image_shape
     weight = filters.reshape(len(filters), C, patch_size, patch_size)
-    parts = [F.relu(F.conv2d(X[s : s + block].reshape(-1, C, H, W), weight, padding=patch_size // 2)).flatten(1)
-             for s in range(0, len(X), block)]
+    parts = []
+    for s in range(0, len(X), block):
+        x = X[s : s + block]
+        pad = block - len(x)
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
+        f = F.relu(F.conv2d(x.reshape(-1, C, H, W), weight, padding=patch_size // 2)).flatten(1)
+        parts.append(f[: block - pad])
     return torch.cat(parts) if parts else X.new_empty(0, len(filters) * H * W)
 
 
