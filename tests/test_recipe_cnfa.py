@@ -112,6 +112,20 @@ def test_runner_starts_a_job_after_its_dependencies(tmp_path, workers):
     assert sorted(again.skipped) == ["a", "b"]
 
 
+def test_a_run_shared_with_another_experiment_is_linked_before_its_analysis(tmp_path):
+    def job(exp, rid, target, after=(), **config):
+        return Job("callable", exp, rid, None, 0, {}, config, rid, str(tmp_path / exp / rid),
+                   target=f"test_recipe_cnfa:{target}", after=after)
+
+    # "run" is listed by two experiments (run once, under fig4); cnfa's analysis reads it from cnfa/run
+    jobs = [job("fig4", "run", "slow_run"), job("cnfa", "run", "slow_run"),
+            job("cnfa", "ana", "needs_run", after=("run",), dep="run")]
+    rep = run_jobs(jobs, log=None)
+    assert sorted(rep.ran) == ["ana", "run"] and rep.linked == ["cnfa/run"]
+    assert Path(tmp_path, "cnfa", "run").is_symlink()
+    assert json.loads(Path(tmp_path, "cnfa", "ana", "summary.json").read_text())["dep_done"]
+
+
 # ----------------------------------------------------------------------------- report section, fabricated
 def _fake_table(p1: float, p2: float, init: float) -> list[dict]:
     def row(layer, kind, d, p, skipped=None):
