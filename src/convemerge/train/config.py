@@ -44,6 +44,7 @@ class TrainConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # extra load_dataset options (e.g. sigma, n_train of synthetic tasks)
     val_fraction: float = 0.1  # stratified hold-out of the train split used for model selection (0 = none)
     n_train: int | None = None  # stratified, seeded subsample of the remaining train split; None = all of it
+    n_test: int | None = None  # stratified subsample of the test split, the same images for every seed; None = all
     augment: bool | None = None  # crop+flip augmentation; None = the dataset's default
     pad_to: int | None = None  # zero-pad (black) images to this side on the device, e.g. 28 -> 32 for D-models
 
@@ -157,6 +158,8 @@ class TrainConfig:
             raise bad("val_fraction", "must be in [0, 1)")
         if self.n_train is not None and (not _is_int(self.n_train) or self.n_train < 1):
             raise bad("n_train", "must be a positive integer or None")
+        if self.n_test is not None and (not _is_int(self.n_test) or self.n_test < 1):
+            raise bad("n_test", "must be a positive integer or None")
         if self.pad_to is not None and (not _is_int(self.pad_to) or self.pad_to < 1):
             raise bad("pad_to", "must be a positive integer (the padded image side) or None")
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every"):
