@@ -58,7 +58,7 @@ def run_id(config: Mapping[str, Any], kind: str = "train", target: str | None = 
     if kind == "train":
         head = f"{config.get('model', 'run')}-{config.get('optimizer', '')}-{config.get('dataset', '')}"
     else:
-        head = (target or "job").rsplit(":", 1)[-1].replace("_", "-")
+        head = str(config["method"]) if "method" in config else (target or "job").rsplit(":", 1)[-1].replace("_", "-")
         if "dataset" in config:
             head += f"-{config['dataset']}"
     seed = f"-s{config['seed']}" if "seed" in config else ""
@@ -119,6 +119,7 @@ class CallableSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     per_seed: bool = True  # one job per seed (kwargs get "seed") or a single job
     per_dataset: bool = True  # one job per dataset (kwargs get "dataset") or a single job
+    datasets: tuple[str, ...] | None = None  # with per_dataset: these datasets instead of the recipe's
     tags: Mapping[str, Any] = field(default_factory=dict)
     # arm names: instead of the above, one job per training run of these arms, run after it; kwargs get "run"
     # (its run id, a sibling folder of the job's own), "dataset" and "seed"
@@ -195,6 +196,7 @@ class Recipe:
             changes["datasets"] = tuple(datasets)
             # an explicit --dataset applies to every arm, including those with their own default
             changes["arms"] = tuple(replace(a, datasets=None) for a in self.arms)
+            changes["callables"] = tuple(replace(c, datasets=None) for c in self.callables)
         return replace(self, **changes) if changes else self
 
     def arm(self, name: str) -> Arm:
@@ -227,7 +229,7 @@ class Recipe:
             if spec.per_run:
                 jobs.extend(self._per_run_jobs(spec, trained, root))
                 continue
-            for dataset in (self.datasets if spec.per_dataset else (None,)):
+            for dataset in ((spec.datasets or self.datasets) if spec.per_dataset else (None,)):
                 for seed in (self.seeds if spec.per_seed else (None,)):
                     kwargs = dict(spec.kwargs)
                     if dataset is not None:
@@ -263,5 +265,5 @@ class Recipe:
                       "tags": dict(a.tags), "datasets": a.datasets,
                       "per_dataset": {k: dict(v) for k, v in a.per_dataset.items()}} for a in self.arms],
             "callables": [{"name": c.name, "target": c.target, "kwargs": dict(c.kwargs), "tags": dict(c.tags),
-                           "per_run": list(c.per_run)} for c in self.callables],
+                           "per_run": list(c.per_run), "datasets": c.datasets} for c in self.callables],
         })
