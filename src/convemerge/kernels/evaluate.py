@@ -48,6 +48,13 @@ def load_image_arrays(dataset: str, split: str = "train", n: int | None = None, 
             raise ConfigError(f"n={n} must be >= 1")
         _, keep = split_indices(data.labels, n / len(data), seed)
         data = data.subset(keep)
+    return standardised_arrays(data)
+
+
+def standardised_arrays(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 images, int64 labels) of an :class:`~convemerge.data.ImageData`, scaled as every model in this
+    project sees them: ``(images/255 − mean)/std`` for uint8 sets, ``(images − mean)/std`` for float ones, with the
+    set's own (train-split) per-channel statistics."""
     x = data.images.to(torch.float32)
     if data.images.dtype == torch.uint8:
         x = x / 255.0

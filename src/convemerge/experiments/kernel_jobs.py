@@ -1,0 +1,101 @@
+"""Callable jobs of the ``convrfm`` recipe: fit one kernel machine on ``n_train`` images and score it.
+
+:func:`kernel_job` is listed with ``CallableSpec`` once per (method, n); the runner calls it per dataset and seed as
+``kernel_job(out=<job dir>, method=..., n_train=..., dataset=..., seed=..., **kwargs)``. It draws the ``n_train``
+training images (stratified, from ``seed``) and the test images exactly as a training run with the same ``n_test``
+does (:func:`convemerge.train.setup.test_subset`, one fixed subsample for every seed and method), fits the
+estimator — whose round and ridge are chosen on a validation split carved from the ``n_train`` images — and writes
+into ``out``: ``summary.json`` (accuracies, chosen round, per-round history, timings), ``metrics.safetensors`` (the
+learned metric(s)) and, when validation chose a learned metric (round ≥ 1), ``eigenfilters.png`` (top eigenvectors of M as patches or images).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from convemerge.errors import ConfigError
+
+__all__ = ["kernel_job", "kernel_arrays", "METHODS"]
+
+#: methods a job can fit (see :data:`convemerge.kernels.evaluate.MODELS`); the vanilla CNN is a training arm
+METHODS = ("laplace", "rfm", "cntk", "convrfm", "deep-convrfm")
+
+
+def kernel_arrays(dataset: str, n_train: int, seed: int, n_test: int | None = None, data_dir: str | None = None,
+                  dataset_options: Mapping[str, Any] | None = None):
+    """(X_train, y_train, X_test, y_test): ``n_train`` stratified training images drawn with ``seed`` and the
+    test subsample every run with this ``n_test`` scores on; standardised with the train split's statistics."""
+    from convemerge.data import load_dataset
+    from convemerge.kernels.evaluate import standardised_arrays
+    from convemerge.train.setup import derived_seed, stratified_subset, test_subset
+
+    opts = dict(dataset_options or {})
+    train = load_dataset(dataset, "train", root=data_dir, **opts)
+    test = load_dataset(dataset, "test", root=data_dir, **opts)
+    if n_train < len(train):
+        train = train.subset(stratified_subset(train.labels, int(n_train), derived_seed(seed, 3)))
+    elif n_train > len(train):
+        raise ConfigError(f"n_train={n_train} exceeds the {len(train)} training images of {dataset}; lower it")
+    Xtr, ytr = standardised_arrays(train)
+    Xte, yte = standardised_arrays(test_subset(test, n_test))
+    return Xtr, ytr, Xte, yte
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    tmp.replace(path)
+
+
+def _eigenfilters(est, method: str, image_shape, out: Path, k: int) -> str | None:
+    """Top eigenvectors of the learned metric as pictures (c×q×q patches, or whole images for RFM)."""
+    from convemerge.kernels.plots import plot_eigenpatches
+
+    if method in ("rfm", "convrfm"):
+        M, chosen = est.M_, est.best_iter_
+    elif method == "deep-convrfm":  # the first level's metric acts on image patches
+        M, chosen = est.Ms_[0], est.best_iters_[0]
+    else:
+        return None
+    if chosen == 0:  # validation kept M = I: there is no learned metric to show
+        return None
+    q = int(getattr(est, "patch_size", 0))
+    shape = tuple(image_shape) if method == "rfm" else (int(image_shape[0]), q, q)
+    fig = plot_eigenpatches(M.detach().cpu().double(), shape, k=min(k, M.shape[0]))
+    tmp = out / ".eigenfilters.png.tmp"
+    fig.savefig(tmp, format="png", dpi=110)
+    tmp.replace(out / "eigenfilters.png")
+    return "eigenfilters.png"
+
+
+def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int = 0, n_test: int | None = None,
+               options: Mapping[str, Any] | None = None,
+               dataset_options: Mapping[str, Mapping[str, Any]] | None = None,
+               eigenfilters: int = 8, data_dir: str | None = None) -> dict[str, Any]:
+    """Fit ``method`` (laplace | rfm | cntk | convrfm | deep-convrfm) with estimator ``options`` on ``n_train``
+    images of ``dataset`` and score the test subsample; writes ``summary.json`` (and the metric) in ``out``.
+    ``dataset_options`` maps dataset names to their ``load_dataset`` options (e.g. ``{"noise-row": {"sigma":
+    3}}``), so one recipe entry serves every dataset."""
+    from convemerge.kernels.evaluate import fit_and_evaluate, save_run
+
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}")
+    start = time.perf_counter()
+    out_path = Path(out)
+    out_path.mkdir(parents=True, exist_ok=True)
+    data_opts = dict((dataset_options or {}).get(dataset, {}))
+    Xtr, ytr, Xte, yte = kernel_arrays(dataset, n_train, seed, n_test, data_dir, data_opts)
+    image_shape = tuple(Xtr.shape[1:])
+    opts = {"random_state": seed, **dict(options or {})}
+    est, summary = fit_and_evaluate(method, Xtr, ytr, Xte, yte, **opts)
+    picture = _eigenfilters(est, method, image_shape, out_path, eigenfilters) if eigenfilters else None
+    record = {"kind": "kernel", "status": "completed", "method": method, "dataset": dataset, "seed": seed,
+              "dataset_options": data_opts,
+              "image_shape": list(image_shape), "eigenfilters": picture, **summary,
+              "seconds": time.perf_counter() - start}
+    paths = save_run(out_path, record, est)  # metrics.safetensors, then summary.json (the finished marker)
+    return {"summary": str(paths["summary"])}

@@ -1,0 +1,164 @@
+"""The ``convrfm`` experiment: RFM vs ConvRFM vs Deep ConvRFM vs the fixed kernels (Laplace, CNTK) vs the trained
+vanilla CNN, per dataset and training-set size; the rounds validation chose; the learned metrics' eigenfilters.
+
+Reads each kernel job's ``summary.json`` (:func:`convemerge.experiments.kernel_jobs.kernel_job`) and the CNN runs'
+summaries, and embeds the eigenfilter pictures the jobs wrote; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from convemerge.experiments.selection import mean_std
+from convemerge.report.document import Figure, Section, Table, Text, figure_png, new_figure
+from convemerge.report.paper import label
+from convemerge.report.records import ExperimentRecords, fmt_ms
+from convemerge.report.sections import provenance, register_section
+
+__all__ = ["convrfm_section", "method_results"]
+
+ORDER = ("laplace", "rfm", "cntk", "convrfm", "deep-convrfm", "cnn")
+NAMES = {"laplace": "Laplace (M = I)", "rfm": "RFM", "cntk": "CNTK (M = I)", "convrfm": "ConvRFM",
+         "deep-convrfm": "Deep ConvRFM", "cnn": "CNN (trained)"}
+
+
+def _num(x) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
+
+
+def method_results(rec: ExperimentRecords) -> dict[tuple[str, int, str], list[dict]]:
+    """(dataset, n, method) -> one entry per finished job/run: seed, run id, val/test accuracy (fractions), the
+    chosen round, fit seconds and the job folder."""
+    out: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
+    for job in rec.jobs:
+        s = rec.summaries.get(job["run_id"])
+        if not s:
+            continue
+        tags = rec.arms.get(job["arm"], {}).get("tags", {})
+        if job.get("kind") == "callable" and str(job.get("target", "")).endswith(":kernel_job"):
+            cfg = job.get("config") or {}
+            key = (job.get("dataset"), int(cfg.get("n_train", tags.get("n", 0))), cfg.get("method"))
+            out[key].append({"seed": job.get("seed"), "run": job["run_id"], "val": _num(s.get("val_accuracy")),
+                             "test": _num(s.get("test_accuracy")), "round": s.get("best_iter"),
+                             "rounds": s.get("best_iters"), "seconds": _num(s.get("fit_seconds")),
+                             "picture": s.get("eigenfilters"), "dir": rec.run_dir(job["run_id"])})
+        elif job.get("kind", "train") == "train" and tags.get("method") == "cnn":
+            if s.get("status") != "completed":
+                continue
+            out[(job.get("dataset"), int(tags.get("n", 0)), "cnn")].append(
+                {"seed": job.get("seed"), "run": job["run_id"], "val": _num(s.get("best_val_acc")),
+                 "test": _num(s.get("test_acc_at_best")), "round": s.get("best_epoch"), "rounds": None,
+                 "seconds": _num(s.get("wall_time")), "picture": None, "dir": rec.run_dir(job["run_id"])})
+    for entries in out.values():
+        entries.sort(key=lambda e: (e["seed"] is None, e["seed"]))
+    return out
+
+
+def _accuracy_table(res, keys) -> Table:
+    body = []
+    for d, n in keys:
+        row = [label(d), str(n)]
+        for m in ORDER:
+            row.append(fmt_ms([e["test"] for e in res.get((d, n, m), [])]))
+        body.append(row)
+    return Table(["dataset", "n", *[NAMES[m] for m in ORDER]], body,
+                 "Test accuracy % (mean ± std over seeds) of the selected round / epoch; every method sees the same "
+                 "n labelled images per seed and the same test images.")
+
+
+def _detail_table(res, keys) -> Table:
+    body = []
+    for d, n in keys:
+        for m in ORDER:
+            es = res.get((d, n, m), [])
+            if not es:
+                continue
+            rounds = ", ".join(str(e["rounds"] if e["rounds"] else e["round"]) for e in es)
+            body.append([label(d), str(n), NAMES[m], fmt_ms([e["val"] for e in es]), fmt_ms([e["test"] for e in es]),
+                         rounds, fmt_ms([e["seconds"] for e in es], 1.0, 1), ", ".join(e["run"] for e in es)])
+    return Table(["dataset", "n", "method", "val acc %", "test acc %", "chosen round per seed (CNN: epoch)",
+                  "seconds", "run ids"], body,
+                 "Per method: validation accuracy of the chosen round, test accuracy, the round (epoch for the CNN) "
+                 "validation chose for each seed — round 0 is the kernel with M = I, i.e. no feature learning — "
+                 "fit time, and run ids.")
+
+
+def _paired(res, d, n, a, b) -> tuple[float | None, float | None, int]:
+    """Mean and std over seeds of test(a) − test(b), paired by seed."""
+    ta = {e["seed"]: e["test"] for e in res.get((d, n, a), []) if e["test"] is not None}
+    tb = {e["seed"]: e["test"] for e in res.get((d, n, b), []) if e["test"] is not None}
+    diffs = [ta[s] - tb[s] for s in sorted(set(ta) & set(tb))]
+    m, s, k = mean_std(diffs)
+    return m, s, k
+
+
+def _verdict(res, keys) -> Text:
+    lines = []
+    for d, n in keys:
+        parts = []
+        for a, b in (("convrfm", "rfm"), ("convrfm", "cntk"), ("rfm", "laplace"), ("convrfm", "cnn")):
+            m, s, k = _paired(res, d, n, a, b)
+            if m is None:
+                continue
+            spread = f" ± {100 * s:.2f}" if s is not None else ""
+            parts.append(f"{NAMES[a]} − {NAMES[b]} = {100 * m:+.2f}{spread} pts")
+        if parts:
+            lines.append(f"- {label(d)}, n = {n}: " + "; ".join(parts) + f" (paired by seed, {k} seed(s)).")
+    return Text("**Differences in test accuracy.**\n" + "\n".join(lines) if lines else "No paired results yet.")
+
+
+def _plot(res, d, ns):
+    fig = new_figure(5.6, 3.4)
+    ax = fig.subplots()
+    for i, m in enumerate(ORDER):
+        pts = [(n, mean_std([e["test"] for e in res.get((d, n, m), [])])) for n in ns]
+        pts = [(n, ms) for n, ms in pts if ms[0] is not None]
+        if not pts:
+            continue
+        xs = [n for n, _ in pts]
+        ys = [100 * ms[0] for _, ms in pts]
+        err = [100 * (ms[1] or 0.0) for _, ms in pts]
+        if len(ns) > 1:
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, color=f"C{i}", label=NAMES[m])
+        else:
+            ax.bar([i], ys, yerr=err, color=f"C{i}", capsize=3, label=NAMES[m])
+    if len(ns) > 1:
+        ax.set(xscale="log", xlabel="n (labelled training images)")
+    else:
+        ax.set_xticks([])
+        ax.set(xlabel=f"n = {ns[0]}")
+    ax.set(ylabel="test accuracy %", title=label(d))
+    ax.legend(fontsize=7)
+    return fig
+
+
+@register_section("convrfm", order=80)
+def convrfm_section(rec: ExperimentRecords) -> Section:
+    s = Section("convrfm", "Kernel machines that learn features: RFM, ConvRFM, Deep ConvRFM")
+    s.add(provenance(rec))
+    res = method_results(rec)
+    if not res:
+        s.add(Text("No finished jobs yet."))
+        return s
+    keys = sorted({(d, n) for d, n, _ in res}, key=lambda k: (rec.datasets.index(k[0])
+                                                             if k[0] in rec.datasets else 99, k[1]))
+    s.add(_accuracy_table(res, keys))
+    s.add(_verdict(res, keys))
+    s.add(_detail_table(res, keys))
+    for d in dict.fromkeys(k[0] for k in keys):
+        ns = sorted(n for dd, n in keys if dd == d)
+        s.add(Figure(figure_png(_plot(res, d, ns)), f"{label(d)}: test accuracy per method (mean ± std over seeds).",
+                     f"convrfm-{d}-accuracy"))
+        for m, what in (("convrfm", "ConvRFM: top eigenvectors of the learned patch metric M as 3×3 patches"),
+                        ("deep-convrfm", "Deep ConvRFM: the first level's learned patch metric"),
+                        ("rfm", "RFM: top eigenvectors of the learned M as images")):
+            n = ns[-1]
+            for e in res.get((d, n, m), []):
+                path = e["dir"] / e["picture"] if e["picture"] else None
+                if path is not None and path.is_file():
+                    s.add(Figure(path.read_bytes(), f"{label(d)}, n = {n}, seed {e['seed']} (run {e['run']}): {what} "
+                                 f"(round chosen: {e['rounds'] or e['round']}; round 0 keeps M = I).",
+                                 f"convrfm-{d}-{m}-eigenfilters"))
+                    break
+    return s
