@@ -130,6 +130,19 @@ def test_cli_errors_are_one_line(tmp_path):
     assert main(["report", str(tmp_path / "missing")]) == 2
 
 
+def test_reproduce_data_dir_reaches_the_jobs(tmp_path, monkeypatch):
+    import os
+
+    from convemerge.cli import main
+
+    monkeypatch.setenv("CONVEMERGE_DATA", "elsewhere")  # restored after the test
+    assert main(["reproduce", "table2", "--scale", "quick", "--data-dir", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert main(["reproduce", "table2", "--scale", "quick", "--data-dir", str(tmp_path), "--list",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert os.environ["CONVEMERGE_DATA"] == str(tmp_path.resolve())
+
+
 def test_failed_job_is_reported(tmp_path):
     bad = Recipe(name="bad", scale="quick", datasets=("mnist-5k",), seeds=(0,), epochs=1,
                  arms=(Arm("x", model="s-fc", optimizer="sgd", alpha=1,

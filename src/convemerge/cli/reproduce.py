@@ -27,6 +27,8 @@ def reproduce_command(
                                                                         "at most 16; 1 at paper scale)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run the jobs as Ray tasks on this "
                                                                           "cluster ('local' starts one here)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder searched first for the dataset files "
+                                                                      "(sets $CONVEMERGE_DATA for every job)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Build the report when the runs are done."),
     list_only: bool = typer.Option(False, "--list", help="Print the jobs (run ids) and exit without running."),
 ) -> None:
@@ -36,6 +38,14 @@ def reproduce_command(
     from convemerge.experiments.runner import available_cores
 
     out = out or default_out(scale)
+    if data_dir is not None:
+        import os
+
+        if not data_dir.is_dir():
+            fail(f"--data-dir {data_dir} is not a folder; give the folder that holds the dataset files")
+        # an environment variable reaches every worker process (and a local Ray instance) without entering the
+        # run ids: where the files lie does not change what a run computes
+        os.environ["CONVEMERGE_DATA"] = str(data_dir.resolve())
     if workers is None:
         # small nets train faster as one single-threaded process per core than as one multi-threaded process;
         # paper-scale nets want the whole machine (a GPU) each
