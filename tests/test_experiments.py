@@ -207,3 +207,24 @@ def test_runner_skips_diverged_and_finished_train_runs(tmp_path):
     Path(jobs[1].out, "analysis.json").write_text("{}")
     rep = run_jobs(jobs, log=None)  # would fail loudly if it tried to train or analyse these
     assert rep.ok and rep.ran == [] and sorted(rep.skipped) == sorted(j.run_id for j in jobs)
+
+
+def test_manifest_merges_runs_of_the_same_recipe_one_dataset_at_a_time(tmp_path):
+    from convemerge.experiments.reproduce import read_manifest, write_manifest
+
+    def recipe(lr):
+        return Recipe(name="m", scale="quick", datasets=("mnist-5k", "digits"), seeds=(0, 1), epochs=1,
+                      base={"lr": lr}, arms=(Arm("a", model="s-fc", optimizer="sgd", alpha=1),))
+
+    full = recipe(0.1).jobs(tmp_path)
+    for d in ("mnist-5k", "digits"):
+        r = recipe(0.1).with_overrides(datasets=(d,))
+        path = write_manifest(r, r.jobs(tmp_path), tmp_path, command=f"reproduce m --dataset {d}")
+    m = read_manifest(path)
+    assert sorted(j["run_id"] for j in m["jobs"]) == sorted(j.run_id for j in full)
+    assert m["recipe"]["datasets"] == ["mnist-5k", "digits"] and m["command"] == "reproduce m --dataset digits"
+    # a changed recipe (another learning rate) replaces the manifest: its old runs are not this recipe's
+    r = recipe(0.2).with_overrides(datasets=("digits",))
+    m = read_manifest(write_manifest(r, r.jobs(tmp_path), tmp_path, command="x"))
+    assert sorted(j["run_id"] for j in m["jobs"]) == sorted(j.run_id for j in r.jobs(tmp_path))
+    assert m["recipe"]["datasets"] == ["digits"]

@@ -45,6 +45,9 @@ def write_manifest(recipe: Recipe, jobs: list[Job], out: str | Path, *, command:
 
     path = Path(out) / recipe.name / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
+    recipe_dict = recipe.to_dict()
+    job_dicts = [j.to_dict() | {"out": str(Path(j.out).relative_to(Path(out)))} for j in jobs]
+    recipe_dict, job_dicts = _merge_previous(path, recipe_dict, job_dicts)
     record = {
         "experiment": recipe.name,
         "scale": recipe.scale,
@@ -52,13 +55,41 @@ def write_manifest(recipe: Recipe, jobs: list[Job], out: str | Path, *, command:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "version": __version__,
         "python": platform.python_version(),
-        "recipe": recipe.to_dict(),
-        "jobs": [j.to_dict() | {"out": str(Path(j.out).relative_to(Path(out)))} for j in jobs],
+        "recipe": recipe_dict,
+        "jobs": job_dicts,
     }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)
     return path
+
+
+def _merge_previous(path: Path, recipe: dict, jobs: list[dict]) -> tuple[dict, list[dict]]:
+    """Keep the jobs of an earlier run of the same recipe that only differed in its datasets or seeds (e.g. one
+    ``--dataset`` at a time), so the report covers all of them; a changed recipe replaces the manifest."""
+    if not path.exists():
+        return recipe, jobs
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return recipe, jobs
+    old_recipe = old.get("recipe") or {}
+
+    def core(r: dict) -> dict:
+        return {k: v for k, v in r.items() if k not in ("datasets", "seeds", "arms", "callables")} | {
+            "arms": [{k: v for k, v in a.items() if k != "datasets"} for a in r.get("arms", [])],
+            "callables": [{k: v for k, v in c.items() if k != "datasets"} for c in r.get("callables", [])]}
+
+    if core(old_recipe) != core(recipe):
+        return recipe, jobs
+    mine = {j["run_id"] for j in jobs}
+    kept = [j for j in old.get("jobs", []) if j.get("run_id") not in mine]
+    if not kept:
+        return recipe, jobs
+    merged = dict(recipe)
+    merged["datasets"] = list(dict.fromkeys([*old_recipe.get("datasets", []), *recipe.get("datasets", [])]))
+    merged["seeds"] = sorted(set(old_recipe.get("seeds", [])) | set(recipe.get("seeds", [])))
+    return merged, kept + jobs
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
