@@ -2,8 +2,8 @@
 ConvRFM vs Deep ConvRFM vs the fixed kernels they start from (Laplace, CNTK — M = I) vs the vanilla CNN of the
 same shape trained by our engine, at several training-set sizes n.
 
-Every method gets the same ``n`` labelled images per (dataset, seed): the kernel machines choose their round and
-ridge on a validation split carved from them (``validation_fraction``) and refit on all ``n``; the CNN trains on
+Every method gets the same ``n`` labelled images per (dataset, seed): the kernel machines choose their round on a
+validation split carved from them (``validation_fraction``) and refit on all ``n``; the CNN trains on
 ``(1 − validation_fraction)·n`` of them and keeps its best-validation epoch on the other ``validation_fraction·n``.
 All are scored on one fixed stratified test subsample (``n_test``, the same images for every seed and method). The
 authors estimate the AGOP from 20 images and choose everything on the test set; here the AGOP uses all training
@@ -127,11 +127,11 @@ def convrfm(scale: str) -> Recipe:
             f"n ∈ {{{', '.join(map(str, plan['ns']))}}} labelled images per dataset and seed (noise-row at "
             f"σ = {NOISE_ROW['sigma']:g}); "
             f"{'the full test split' if n_test is None else f'{n_test} test images (one stratified subsample)'}. "
-            f"Kernel machines choose round and ridge on {VAL:.0%} of the n images and refit on all n; "
+            f"Kernel machines (ridge 1e-3) choose their round on {VAL:.0%} of the n images and refit on all n; "
             f"RFM {m['rfm'].get('n_iter', 5)} rounds; ConvRFM on the depth-{m['convrfm'].get('depth', 3)} CNTK, "
             f"{m['convrfm'].get('n_iter', 5)} round(s), M = AGOP^½ Frobenius-normalised, AGOP over all training "
             f"images; Deep ConvRFM {m['deep-convrfm'].get('depth', 2)} levels, width "
-            f"{m['deep-convrfm'].get('width', 64)}, {m['deep-convrfm'].get('n_iter', 3)} round(s) per level; vanilla CNN depth {c['depth']}, width {c['width']}, 3×3, Adam "
-            f"{c['lr']:g}, batch {c['batch_size']}, {c['epochs']} epochs on {1 - VAL:.0%} of the n images, best "
+            f"{m['deep-convrfm'].get('width', 64)}, {m['deep-convrfm'].get('n_iter', 3)} round(s) per level; "
+            f"vanilla CNN depth {c['depth']}, width {c['width']}, 3×3, Adam {c['lr']:g}, batch {c['batch_size']}, {c['epochs']} epochs on {1 - VAL:.0%} of the n images, best "
             f"epoch on the other {VAL:.0%}."),
     )
