@@ -41,7 +41,10 @@ def test_expansion(scale, tmp_path):
     train = [j for j in jobs if j.kind == "train"]
     calls = [j for j in jobs if j.kind == "callable"]
     assert len(train) == sum(sizes.values()) * len(recipe.seeds)
-    assert len(calls) == len(train) * len(recipe_mod.METHODS)
+    conv = plan.get("conv_datasets") or plan["datasets"]
+    n_conv = sum(recipe_mod.train_size(d, scale) >= n and d in conv for n in plan["ns"] for d in plan["datasets"])
+    assert len(calls) == len(recipe.seeds) * (sum(sizes.values()) * 2 + n_conv * 3)
+    assert all(c.dataset in conv for c in calls if c.config["method"] in recipe_mod.CONV_METHODS)
     if scale != "paper":  # every dataset at every n
         assert set(sizes.values()) == {len(plan["datasets"])}
     assert len({j.run_id for j in jobs}) == len(jobs)
