@@ -41,10 +41,11 @@ def test_expansion(scale, tmp_path):
     train = [j for j in jobs if j.kind == "train"]
     calls = [j for j in jobs if j.kind == "callable"]
     assert len(train) == sum(sizes.values()) * len(recipe.seeds)
-    conv = plan.get("conv_datasets") or plan["datasets"]
-    n_conv = sum(recipe_mod.train_size(d, scale) >= n and d in conv for n in plan["ns"] for d in plan["datasets"])
-    assert len(calls) == len(recipe.seeds) * (sum(sizes.values()) * 2 + n_conv * 3)
-    assert all(c.dataset in conv for c in calls if c.config["method"] in recipe_mod.CONV_METHODS)
+    only = plan.get("method_datasets", {})
+    expected = sum(recipe_mod.train_size(d, scale) >= n and d in only.get(m, plan["datasets"])
+                   for m in recipe_mod.METHODS for n in plan["ns"] for d in plan["datasets"])
+    assert len(calls) == len(recipe.seeds) * expected
+    assert all(c.dataset in only.get(c.config["method"], plan["datasets"]) for c in calls)
     if scale != "paper":  # every dataset at every n
         assert set(sizes.values()) == {len(plan["datasets"])}
     assert len({j.run_id for j in jobs}) == len(jobs)
