@@ -110,3 +110,17 @@ def test_plots_render():
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eigenpatch_signs_are_drawn_on_a_zero_centred_scale():
+    """A near-constant top eigenvector (an averaging filter) must look constant, not like noise: one channel is
+    drawn on a diverging scale symmetric about zero, never min–max stretched."""
+    u = torch.full((9,), 1 / 3, dtype=D64) + 1e-3 * torch.arange(9, dtype=D64)
+    u = u / u.norm()
+    M = torch.eye(9, dtype=D64) + 2 * torch.outer(u, u)
+    fig = plot_eigenpatches(M, (1, 3, 3), k=2)
+    im = fig.axes[0].images[0]
+    lo, hi = im.get_clim()
+    data = im.get_array()
+    assert lo == -hi and hi == pytest.approx(float(abs(data).max()))
+    assert float(data.min()) / float(data.max()) > 0.9  # all of one sign and nearly equal: it reads as uniform

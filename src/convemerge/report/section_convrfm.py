@@ -42,7 +42,9 @@ def method_results(rec: ExperimentRecords) -> dict[tuple[str, int, str], list[di
             out[key].append({"seed": job.get("seed"), "run": job["run_id"], "val": _num(s.get("val_accuracy")),
                              "test": _num(s.get("test_accuracy")), "round": s.get("best_iter"),
                              "rounds": s.get("best_iters"), "seconds": _num(s.get("fit_seconds")),
-                             "picture": s.get("eigenfilters"), "dir": rec.run_dir(job["run_id"])})
+                             "picture": s.get("eigenfilters"), "dir": rec.run_dir(job["run_id"]),
+                             "image_shape": s.get("image_shape"),
+                             "patch_size": (s.get("params") or {}).get("patch_size")})
         elif job.get("kind", "train") == "train" and tags.get("method") == "cnn":
             if s.get("status") != "completed":
                 continue
@@ -150,15 +152,38 @@ def convrfm_section(rec: ExperimentRecords) -> Section:
         ns = sorted(n for dd, n in keys if dd == d)
         s.add(Figure(figure_png(_plot(res, d, ns)), f"{label(d)}: test accuracy per method (mean ± std over seeds).",
                      f"convrfm-{d}-accuracy"))
-        for m, what in (("convrfm", "ConvRFM: top eigenvectors of the learned patch metric M as 3×3 patches"),
-                        ("deep-convrfm", "Deep ConvRFM: the first level's learned patch metric"),
+        for m, what in (("convrfm", "ConvRFM: top eigenvectors of the learned patch metric M"),
+                        ("deep-convrfm", "Deep ConvRFM: top eigenvectors of the first level's patch metric"),
                         ("rfm", "RFM: top eigenvectors of the learned M as images")):
             n = ns[-1]
             for e in res.get((d, n, m), []):
-                path = e["dir"] / e["picture"] if e["picture"] else None
-                if path is not None and path.is_file():
-                    s.add(Figure(path.read_bytes(), f"{label(d)}, n = {n}, seed {e['seed']} (run {e['run']}): {what} "
-                                 f"(round chosen: {e['rounds'] or e['round']}; round 0 keeps M = I).",
+                png = _eigenfilters(e, m) if e["picture"] else None  # only where validation chose a learned M
+                if png is not None:
+                    s.add(Figure(png, f"{label(d)}, n = {n}, seed {e['seed']} (run {e['run']}): {what}, titled by "
+                                 f"eigenvalue; red +, blue −, zero white (round chosen: {e['rounds'] or e['round']}).",
                                  f"convrfm-{d}-{m}-eigenfilters"))
                     break
     return s
+
+
+def _eigenfilters(entry: dict, method: str) -> bytes | None:
+    """The learned metric's top eigenvectors drawn from the job's ``metrics.safetensors`` (so the picture follows
+    the current plotting code, not the one the job ran with)."""
+    from safetensors.torch import load_file
+
+    from convemerge.kernels.plots import plot_eigenpatches
+
+    path = entry["dir"] / "metrics.safetensors"
+    shape = entry.get("image_shape")
+    if not path.is_file() or not shape:
+        return None
+    tensors = load_file(str(path))
+    M = tensors.get("M_0" if method == "deep-convrfm" else "M")
+    if M is None:
+        return None
+    if method != "rfm":
+        q = int(entry.get("patch_size") or 3)
+        shape = (int(shape[0]), q, q)
+    if M.shape[0] != math.prod(shape):
+        return None
+    return figure_png(plot_eigenpatches(M.double(), tuple(int(v) for v in shape), k=8))
