@@ -104,15 +104,17 @@ def _verdict(res, keys) -> Text:
             if m is None:
                 continue
             spread = f" ± {100 * s:.2f}" if s is not None else ""
-            parts.append(f"{NAMES[a]} − {NAMES[b]} = {100 * m:+.2f}{spread} pts")
+            parts.append(f"{NAMES[a]} − {NAMES[b]} = {100 * m:+.2f}{spread} pts ({k} seed(s))")
         if parts:
-            lines.append(f"- {label(d)}, n = {n}: " + "; ".join(parts) + f" (paired by seed, {k} seed(s)).")
-    return Text("**Differences in test accuracy.**\n" + "\n".join(lines) if lines else "No paired results yet.")
+            lines.append(f"- {label(d)}, n = {n}: " + "; ".join(parts) + ".")
+    return Text("**Differences in test accuracy** (mean ± std over seeds of the per-seed difference).\n"
+                + "\n".join(lines) if lines else "No paired results yet.")
 
 
 def _plot(res, d, ns):
     fig = new_figure(5.6, 3.4)
     ax = fig.subplots()
+    lows = []
     for i, m in enumerate(ORDER):
         pts = [(n, mean_std([e["test"] for e in res.get((d, n, m), [])])) for n in ns]
         pts = [(n, ms) for n, ms in pts if ms[0] is not None]
@@ -121,6 +123,7 @@ def _plot(res, d, ns):
         xs = [n for n, _ in pts]
         ys = [100 * ms[0] for _, ms in pts]
         err = [100 * (ms[1] or 0.0) for _, ms in pts]
+        lows += ys
         if len(ns) > 1:
             ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, color=f"C{i}", label=NAMES[m])
         else:
@@ -130,6 +133,8 @@ def _plot(res, d, ns):
     else:
         ax.set_xticks([])
         ax.set(xlabel=f"n = {ns[0]}")
+        if lows:  # bars start near the lowest method, not at 0: the differences are the point
+            ax.set_ylim(max(0.0, min(lows) - 10.0), min(100.0, max(lows) + 5.0))
     ax.set(ylabel="test accuracy %", title=label(d))
     ax.legend(fontsize=7)
     return fig
