@@ -104,10 +104,10 @@ def test_kernel_job_writes_what_fit_and_evaluate_gives(tmp_path):
 
 def test_kernel_job_refuses_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="method="):
-        kernel_job(str(tmp_path), method="svm", dataset="noise-row", n_train=50)
+        kernel_job(str(tmp_path / "a"), method="svm", dataset="noise-row", n_train=50)
     with pytest.raises(ConfigError, match="exceeds the 500 training images"):
-        kernel_job(str(tmp_path), method="laplace", dataset="noise-row", n_train=501)
-    assert not (tmp_path / "summary.json").exists()
+        kernel_job(str(tmp_path / "b"), method="laplace", dataset="noise-row", n_train=501)
+    assert not any(tmp_path.iterdir())  # nothing half-written
 
 
 def test_train_config_n_test():

@@ -2,16 +2,16 @@
 
 :func:`kernel_job` is listed with ``CallableSpec`` once per (method, n); the runner calls it per dataset and seed as
 ``kernel_job(out=<job dir>, method=..., n_train=..., dataset=..., seed=..., **kwargs)``. It draws the ``n_train``
-training images (stratified, from ``seed``) and the test images exactly as a training run with the same ``n_test``
-does (:func:`convemerge.train.setup.test_subset`, one fixed subsample for every seed and method), fits the
-estimator — whose round and ridge are chosen on a validation split carved from the ``n_train`` images — and writes
-into ``out``: ``summary.json`` (accuracies, chosen round, per-round history, timings), ``metrics.safetensors`` (the
-learned metric(s)) and, when validation chose a learned metric (round ≥ 1), ``eigenfilters.png`` (top eigenvectors of M as patches or images).
+training images (stratified, from ``seed``) and the test images exactly as a training run with the same
+``n_test`` does (:func:`convemerge.train.setup.fixed_test_subset`, one fixed subsample for every seed and method),
+fits the estimator — whose round is chosen on a validation split carved from the ``n_train`` images — and writes into
+``out``: ``summary.json`` (accuracies, chosen round, per-round history, timings), ``metrics.safetensors`` (the
+learned metric(s)) and, when validation chose a learned metric (round ≥ 1), ``eigenfilters.png`` (the top
+eigenvectors of M as patches, or as images for RFM).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +31,7 @@ def kernel_arrays(dataset: str, n_train: int, seed: int, n_test: int | None = No
     test subsample every run with this ``n_test`` scores on; standardised with the train split's statistics."""
     from convemerge.data import load_dataset
     from convemerge.kernels.evaluate import standardised_arrays
-    from convemerge.train.setup import derived_seed, stratified_subset, test_subset
+    from convemerge.train.setup import derived_seed, fixed_test_subset, stratified_subset
 
     opts = dict(dataset_options or {})
     train = load_dataset(dataset, "train", root=data_dir, **opts)
@@ -41,14 +41,8 @@ def kernel_arrays(dataset: str, n_train: int, seed: int, n_test: int | None = No
     elif n_train > len(train):
         raise ConfigError(f"n_train={n_train} exceeds the {len(train)} training images of {dataset}; lower it")
     Xtr, ytr = standardised_arrays(train)
-    Xte, yte = standardised_arrays(test_subset(test, n_test))
+    Xte, yte = standardised_arrays(fixed_test_subset(test, n_test))
     return Xtr, ytr, Xte, yte
-
-
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
-    tmp.replace(path)
 
 
 def _eigenfilters(est, method: str, image_shape, out: Path, k: int) -> str | None:
@@ -85,17 +79,16 @@ def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int =
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}")
     start = time.perf_counter()
-    out_path = Path(out)
-    out_path.mkdir(parents=True, exist_ok=True)
     data_opts = dict((dataset_options or {}).get(dataset, {}))
     Xtr, ytr, Xte, yte = kernel_arrays(dataset, n_train, seed, n_test, data_dir, data_opts)
+    out_path = Path(out)  # created only once the data are there: a refused job leaves nothing behind
+    out_path.mkdir(parents=True, exist_ok=True)
     image_shape = tuple(Xtr.shape[1:])
     opts = {"random_state": seed, **dict(options or {})}
     est, summary = fit_and_evaluate(method, Xtr, ytr, Xte, yte, **opts)
     picture = _eigenfilters(est, method, image_shape, out_path, eigenfilters) if eigenfilters else None
     record = {"kind": "kernel", "status": "completed", "method": method, "dataset": dataset, "seed": seed,
-              "dataset_options": data_opts,
-              "image_shape": list(image_shape), "eigenfilters": picture, **summary,
+              "dataset_options": data_opts, "image_shape": list(image_shape), "eigenfilters": picture, **summary,
               "seconds": time.perf_counter() - start}
     paths = save_run(out_path, record, est)  # metrics.safetensors, then summary.json (the finished marker)
     return {"summary": str(paths["summary"])}

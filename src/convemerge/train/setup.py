@@ -112,7 +112,7 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 TEST_SUBSET_SEED = 0
 
 
-def test_subset(test, n_test: int | None):
+def fixed_test_subset(test, n_test: int | None):
     """The ``n_test`` images of ``test`` every run scores on (stratified, drawn with :data:`TEST_SUBSET_SEED`);
     all of it when ``n_test`` is None or not smaller than the split."""
     if n_test is None or n_test >= len(test):
@@ -132,7 +132,7 @@ def prepare_data(cfg: TrainConfig) -> RunData:
         train, val = full, None
     if cfg.n_train is not None:
         train = train.subset(stratified_subset(train.labels, cfg.n_train, derived_seed(cfg.seed, 3)))
-    test = test_subset(test, cfg.n_test)
+    test = fixed_test_subset(test, cfg.n_test)
 
     h, w = full.image_shape
     if cfg.pad_to is not None:
