@@ -37,3 +37,13 @@ def shared_datasets() -> Path:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): on a shared 2-core machine LAPACK's eigh with two threads
+    can be 20x slower. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,16 +15,7 @@ from convemerge.errors import ConfigError
 from convemerge.experiments.cnfa_run import load_init_model, run_images, run_state, top_outputs
 from convemerge.train import TrainConfig, load_run_model, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine LAPACK's eigh with two threads can be 20x slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(out: Path, *, lr: float, seed: int = 0, epochs: int = 1) -> Path:

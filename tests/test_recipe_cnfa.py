@@ -18,16 +18,7 @@ from convemerge.experiments.runner import is_finished, run_jobs
 
 JOB = "convemerge.experiments.cnfa_jobs:cnfa_job"
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine LAPACK's eigh with two threads can be 20x slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- expansion

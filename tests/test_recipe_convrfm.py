@@ -22,13 +22,7 @@ from convemerge.train.setup import prepare_data
 
 JOB = "convemerge.experiments.kernel_jobs:kernel_job"
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("scale", ["quick", "cpu", "paper"])
