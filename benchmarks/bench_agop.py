@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import platform
 import time
 
 import torch
@@ -23,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convemerge.analysis.agop import agops
+from _machine import describe_machine
 
 
 def vanilla_cnn(depth: int, width: int, in_chans: int, size: int, classes: int = 10) -> nn.Sequential:
@@ -135,20 +134,6 @@ def run(method: str, args):
     return out
 
 
-def machine(device: str) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-        f"{gpu}, python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
@@ -159,7 +144,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--double", action="store_true", help="float64 model and images (exact comparison)")
     args = ap.parse_args()
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {describe_machine(args.device)}")
     print(
         f"vanilla CNN depth {args.depth}, width {args.width}, 3x3, {args.size}x{args.size}, n = {args.n}, "
         f"10 outputs, batch {args.batch_size}, {'float64' if args.double else 'float32'} on {args.device}; "

@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -39,23 +38,9 @@ import torch.nn.functional as F
 
 from convemerge.layers import LocallyConnected2d
 from convemerge.layers.local import CPU_CHUNK_BYTES, DEFAULT_MAX_PATCH_BYTES
+from _machine import describe_machine
 
 IN_CHANS, SIDE, KERNEL, STRIDE, PADDING = 3, 32, 9, 2, 4
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    text = f"{cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; torch {torch.__version__}"
-    if device.type == "cuda":
-        text += f"; {torch.cuda.get_device_name(device)}"
-    if hasattr(os, "getloadavg"):  # other work on the machine makes every timing below noisy
-        text += f"; load average {os.getloadavg()[0]:.1f}"
-    return text
 
 
 class BroadcastLocal(nn.Module):
@@ -191,7 +176,7 @@ def main() -> None:
     device = torch.device(args.device)
     alphas, batch = ((8,), 32) if args.quick else ((8, 32), 128)
     rounds = args.rounds or (5 if args.quick else 15)
-    print("bench_local:", machine(device))
+    print("bench_local:", describe_machine(device))
     print(f"S-LOCAL first layer: {IN_CHANS}x{SIDE}x{SIDE} input, {KERNEL}x{KERNEL} kernel, stride {STRIDE}, "
           f"padding {PADDING}; medians of {rounds} interleaved rounds (broadcast: {max(3, rounds // 3)} rounds), "
           f"{'CPU' if args.cpu_time else 'wall-clock'} time")

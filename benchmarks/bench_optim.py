@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,22 +25,10 @@ import torch
 from torch import nn
 
 from convemerge.optim import BetaLasso, BetaLassoReference, beta_lasso_param_groups
+from _machine import describe_machine
 
 ALPHA, SIDE, IN_CHANS, CLASSES, BATCH = 8, 28, 1, 10, 512
 LR, LAM, LAM_FIRST, BETA = 0.1, 1e-5, 2e-5, 50.0
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    text = f"{cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; torch {torch.__version__}"
-    if device.type == "cuda":
-        text += f"; {torch.cuda.get_device_name(device)}"
-    return text
 
 
 def s_fc() -> tuple[nn.Module, str]:
@@ -103,7 +89,7 @@ def main() -> None:
     base, source = s_fc()
     base = base.to(device)
     n_params = sum(p.numel() for p in base.parameters())
-    print(f"machine: {machine(device)}")
+    print(f"machine: {describe_machine(device)}")
     print(f"model: S-FC α={ALPHA}, {SIDE}×{SIDE}×{IN_CHANS} ({source}), {n_params:,} parameters; batch {BATCH}; "
           f"β-LASSO lr={LR} λ={LAM} λ_first={LAM_FIRST} β={BETA}; {rounds} rounds × {inner}")
     gen = torch.Generator().manual_seed(0)

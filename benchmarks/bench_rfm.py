@@ -15,24 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import threading
 import time
 
 import torch
 
 from convemerge.kernels import ConvRFMClassifier, LaplaceKernel, RFMClassifier, eigenpro_solve, solve_regularized
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}; {os.cpu_count()} cores; {torch.get_num_threads()} torch threads; {gpu}; torch {torch.__version__}"
+from _machine import describe_machine
 
 
 DATA_DIR = None
@@ -166,7 +155,7 @@ def main() -> None:
     global DATA_DIR
     DATA_DIR = args.data_dir
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     if not args.skip_rfm:
         bench_rfm(args.n_rfm or (2000 if args.quick else 10000), args.dtype, device)
     if not args.skip_conv:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -27,19 +25,10 @@ import torch
 
 from convemerge.models import create_model
 from convemerge.train.export import SparseLinear, export_model_sparse, load_sparse
+from _machine import describe_machine
 
 ALPHA, SIDE, CLASSES = 8, 28, 10
 GEOMETRY = {"image_size": SIDE, "in_chans": 1, "num_classes": CLASSES}
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; torch {torch.__version__}"
 
 
 def sparsified(zeros: float, layers: int, seed: int = 0) -> torch.nn.Module:
@@ -88,7 +77,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds = 7 if args.quick else 30
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"S-FC alpha={ALPHA} side={SIDE}: {sum(p.numel() for p in sparsified(0, 0).parameters()):,} parameters")
     print(f"{'setting':<34}{'batch':>6}{'dense ms':>10}{'sparse ms':>11}{'speed-up':>10}{'max |diff|':>12}")
     # the first layer alone (784 -> 1568): what the sparse kernel gains before the dense layers dilute it

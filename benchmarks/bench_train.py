@@ -14,25 +14,10 @@ Prints achieved FLOP/s as a fraction of (1) — goal ≥ 60% — and the machine
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (f"{cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; "
-            f"torch {torch.__version__}; python {platform.python_version()}")
+from _machine import describe_machine
 
 
 def linear_shapes(model) -> list[tuple[int, int]]:
@@ -143,7 +128,7 @@ def main() -> None:
     probe = create_model("s-fc", alpha=args.alpha, image_size=28, in_chans=1, num_classes=10)
     shapes = linear_shapes(probe)
     del probe
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"S-FC α={args.alpha} on 1x28x28: linear layers {shapes}; batch {args.batch_size}; "
           f"{'%d steps' % steps if steps else 'one epoch of %d samples' % n_train}")
     ceiling = mm_throughput(shapes, args.batch_size, repeats=3 if args.quick else 10)
