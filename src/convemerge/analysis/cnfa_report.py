@@ -34,14 +34,14 @@ from convemerge.analysis.plots_nfa import (
 __all__ = ["cnfa_report"]
 
 
-def _finite(obj):
-    """JSON has no NaN: non-finite floats become null."""
+def finite_json(obj):
+    """``obj`` with non-finite floats (at any depth of dicts, lists, tuples) as None: JSON has no NaN."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite_json(v) for v in obj]
     return obj
 
 
@@ -135,6 +135,6 @@ def cnfa_report(
         "max_dim": max_dim,
         "init_model": init_model is not None,
     }
-    result = _finite({"settings": settings, "table": table, "convergence": convergence, "figures": figures})
+    result = finite_json({"settings": settings, "table": table, "convergence": convergence, "figures": figures})
     (out / "cnfa.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,17 +130,6 @@ def run_images(run_dir: str | Path, n: int = DEFAULT_RUN_IMAGES, *, split: str =
     return pad_batch(torch.cat(batches), size, fill)
 
 
-def _finite(obj):
-    """JSON has no NaN: non-finite floats become None (as in cnfa.json)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _write_source(out: Path, record: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     record = {"source": source, **record}
     path = out / "cnfa.json"
@@ -164,7 +152,7 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
     ``tables_by_power`` ({"0.5": table, ...}: the same table against AGOP^p, on the same images).
     """
     from convemerge.analysis.cnfa import nfa_table
-    from convemerge.analysis.cnfa_report import cnfa_report
+    from convemerge.analysis.cnfa_report import cnfa_report, finite_json
     from convemerge.train import load_run_model
 
     run_dir = Path(run_dir)
@@ -179,8 +167,9 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
                          **report_options)
     if extra_powers:
         agop_options = {k: v for k, v in report_options.items() if k not in ("n_filters", "plot_layers", "dpi")}
-        record["tables_by_power"] = {f"{p:g}": _finite(nfa_table(model, x, init_model=init, power=p, layers=layers,
-                                                                 **agop_options)) for p in extra_powers}
+        record["tables_by_power"] = {
+            f"{p:g}": finite_json(nfa_table(model, x, init_model=init, power=p, layers=layers, **agop_options))
+            for p in extra_powers}
     cfg = state["config"]
     source = {"kind": "run", "run": run_dir.name, "checkpoint": state["checkpoint"], "epoch": state.get("epoch"),
               "model": cfg["model"], "model_options": cfg.get("model_options") or {}, "alpha": cfg.get("alpha"),
