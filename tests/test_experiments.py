@@ -11,7 +11,7 @@ import pytest
 from convemerge.errors import ConfigError
 from convemerge.experiments import Arm, CallableSpec, Recipe, get_recipe, list_experiments, run_id
 from convemerge.experiments.recipe import grid_points
-from convemerge.experiments.registry import SCALES, expand_experiments
+from convemerge.experiments.registry import DEFAULT_SCALES, SCALES, expand_experiments
 from convemerge.experiments.runner import is_finished, run_jobs
 from convemerge.experiments.selection import candidates_by_arm, mean_std, select, select_all
 
@@ -85,8 +85,10 @@ def test_recipe_expansion(tmp_path):
 
 
 def test_registry_lists_paper_experiments():
-    for scale in SCALES:
+    for scale in DEFAULT_SCALES:
         assert set(PAPER_EXPERIMENTS) <= set(list_experiments(scale))
+    # the seed scale (the student reproduction's setting) has Table 2 and the figures drawn from its runs only
+    assert list_experiments("seed") == ["table2", "fig3", "fig4"] and "seed" in SCALES
     assert expand_experiments("all", "quick")[:6] == list(PAPER_EXPERIMENTS)
     with pytest.raises(ConfigError, match="no experiment"):
         get_recipe("table9", "quick")

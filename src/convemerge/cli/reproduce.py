@@ -16,7 +16,9 @@ def reproduce_command(
                                                "registered experiment)."),
     scale: str = typer.Option("quick", "--scale", "-s", help="quick (embedded data, minutes on a CPU) | cpu "
                                                              "(full MNIST/Fashion-MNIST/CIFAR-10, hours) | paper "
-                                                             "(the paper's widths and epochs, GPUs)."),
+                                                             "(the paper's widths and epochs, GPUs) | seed (Table 2 "
+                                                             "and Figs. 3-4 in the student reproduction's setting: "
+                                                             "CIFAR-10, α = 1, 400 epochs)."),
     dataset: Optional[list[str]] = typer.Option(None, "--dataset", "-d", help="Run on these datasets instead of "
                                                                               "the recipe's (repeatable)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (0..N-1); default: the scale's "
@@ -31,6 +33,9 @@ def reproduce_command(
                                                                       "(sets $CONVEMERGE_DATA for every job)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Build the report when the runs are done."),
     list_only: bool = typer.Option(False, "--list", help="Print the jobs (run ids) and exit without running."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only the arms matching this glob "
+                                                                  "(repeatable), e.g. 'bce/s-fc/*'; the rest stay "
+                                                                  "listed and run on a later call without it."),
 ) -> None:
     """Run a paper table or figure as a recipe: finished runs are skipped, interrupted ones resumed."""
     from convemerge.experiments.registry import expand_experiments, get_recipe
@@ -53,7 +58,12 @@ def reproduce_command(
     if list_only:
         for name in expand_experiments(experiment, scale):
             recipe = get_recipe(name, scale).with_overrides(seeds=seeds, datasets=tuple(dataset or ()) or None)
-            for job in recipe.jobs(out):
+            jobs = recipe.jobs(out)
+            if only:
+                from convemerge.experiments.reproduce import select_arms
+
+                jobs = select_arms(jobs, only)
+            for job in jobs:
                 print(f"{name}\t{job.arm}\t{job.dataset}\t{job.seed}\t{job.run_id}")
         return
     # the command recorded with every run: what reproduces it (execution-only flags left out)
@@ -61,7 +71,7 @@ def reproduce_command(
     argv += [a for d in dataset or () for a in ("--dataset", d)]
     argv += ["--seeds", str(seeds)] if seeds is not None else []
     result = reproduce(experiment, scale, out=out, datasets=dataset, seeds=seeds, workers=workers,
-                       ray_address=ray_address, argv=argv)
+                       ray_address=ray_address, argv=argv, only=only)
     if report:
         from convemerge.report import build_report
 

@@ -34,6 +34,7 @@ def train_command(
     n_test: Optional[int] = typer.Option(None, help="Stratified subsample of the test set (the same images for every seed).", rich_help_panel=_DATA),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Crop+flip augmentation (default: the dataset's).", rich_help_panel=_DATA),
     pad_to: Optional[int] = typer.Option(None, help="Zero-pad images to this side (e.g. 32 for D-models on 28px data).", rich_help_panel=_DATA),
+    input_norm: Optional[str] = typer.Option(None, help="dataset (per-channel mean/std) | half ((x - 0.5) / 0.5).", rich_help_panel=_DATA),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adam | beta-lasso.", rich_help_panel=_OPT),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate.", rich_help_panel=_OPT),
     momentum: Optional[float] = typer.Option(None, help="SGD momentum.", rich_help_panel=_OPT),
@@ -46,7 +47,7 @@ def train_command(
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up length in epochs.", rich_help_panel=_OPT),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs.", rich_help_panel=_OPT),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size.", rich_help_panel=_OPT),
-    loss: Optional[str] = typer.Option(None, help="ce | mse (on one-hot targets).", rich_help_panel=_OPT),
+    loss: Optional[str] = typer.Option(None, help="ce (cross-entropy) | mse | bce-onehot (sigmoid per class on one-hot targets).", rich_help_panel=_OPT),
     seed: Optional[int] = typer.Option(None, help="Seed of every random choice.", rich_help_panel=_RUNTIME),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda.", rich_help_panel=_RUNTIME),
     amp: Optional[str] = typer.Option(None, help="auto | off | bf16 | fp16 mixed precision.", rich_help_panel=_RUNTIME),
@@ -55,6 +56,7 @@ def train_command(
     eval_batch_size: Optional[int] = typer.Option(None, help="Evaluation batch size.", rich_help_panel=_RUNTIME),
     log_every: Optional[int] = typer.Option(None, help="Steps between progress refreshes.", rich_help_panel=_RUNTIME),
     checkpoint_every: Optional[int] = typer.Option(None, help="Epochs between 'last' checkpoints.", rich_help_panel=_RUNTIME),
+    test_every: Optional[int] = typer.Option(None, help="Epochs between test passes (the last epoch and each new best validation are always tested).", rich_help_panel=_RUNTIME),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory.", rich_help_panel=_RUNTIME),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.", rich_help_panel=_RUNTIME),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal).", rich_help_panel=_RUNTIME),
@@ -70,11 +72,11 @@ def train_command(
     overrides = dict(
         model=model, alpha=alpha, model_options=model_options or None, dataset=dataset, data_dir=data_dir,
         dataset_options=dataset_options or None,
-        val_fraction=val_fraction, n_train=n_train, n_test=n_test, augment=augment, pad_to=pad_to, optimizer=optimizer, lr=lr,
+        val_fraction=val_fraction, n_train=n_train, n_test=n_test, augment=augment, pad_to=pad_to, input_norm=input_norm, optimizer=optimizer, lr=lr,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, beta=beta, lam=lam, lam_first=lam_first,
         schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, batch_size=batch_size, loss=loss, seed=seed,
         device=device, amp=amp, compile=compile, num_threads=num_threads, eval_batch_size=eval_batch_size,
-        log_every=log_every, checkpoint_every=checkpoint_every, out=out,
+        log_every=log_every, checkpoint_every=checkpoint_every, test_every=test_every, out=out,
     )
     if config is not None:
         base = TrainConfig.from_yaml(config)

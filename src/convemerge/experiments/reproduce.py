@@ -24,7 +24,7 @@ from convemerge.experiments.recipe import Job, Recipe
 from convemerge.experiments.registry import expand_experiments, get_recipe
 from convemerge.experiments.runner import RunReport, run_jobs
 
-__all__ = ["ReproduceResult", "reproduce", "write_manifest", "read_manifest", "MANIFEST", "default_out"]
+__all__ = ["ReproduceResult", "reproduce", "select_arms", "write_manifest", "read_manifest", "MANIFEST", "default_out"]
 
 MANIFEST = "manifest.json"
 
@@ -102,6 +102,17 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def select_arms(jobs: list[Job], patterns: Sequence[str]) -> list[Job]:
+    """The training jobs whose arm matches one of the glob ``patterns``, plus the callables whose prerequisites
+    are all among them (callables with none are kept)."""
+    import fnmatch
+
+    trained = [j for j in jobs if j.kind == "train" and any(fnmatch.fnmatchcase(j.arm, p) for p in patterns)]
+    ids = {j.run_id for j in trained}
+    return [j for j in jobs if (j.kind == "train" and j.run_id in ids and j in trained)
+            or (j.kind != "train" and all(a in ids for a in j.after))]
+
+
 @dataclass
 class ReproduceResult:
     out: Path
@@ -113,8 +124,13 @@ class ReproduceResult:
 def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None = None,
               datasets: Sequence[str] | None = None, seeds: int | None = None, workers: int = 1,
               ray_address: str | None = None, threads: int | None = None, argv: Sequence[str] | None = None,
-              log: Callable[[str], None] | None = print) -> ReproduceResult:
-    """Run ``experiment`` (or ``all``) at ``scale``; finished runs are skipped, interrupted ones resumed."""
+              only: Sequence[str] | None = None, log: Callable[[str], None] | None = print) -> ReproduceResult:
+    """Run ``experiment`` (or ``all``) at ``scale``; finished runs are skipped, interrupted ones resumed.
+
+    only: glob patterns of arm names (e.g. ``bce/s-fc/*``): run just those arms' jobs this time (and callables
+        that depend on nothing else). The manifest still lists every job, so the report shows what is missing and
+        a later call without ``only`` runs the rest. Run ids do not depend on it.
+    """
     out = Path(out) if out is not None else default_out(scale)
     names = expand_experiments(experiment, scale)
     command = _command(argv)
@@ -124,6 +140,8 @@ def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None =
         recipe = get_recipe(name, scale).with_overrides(seeds=seeds, datasets=tuple(datasets) if datasets else None)
         rjobs = recipe.jobs(out)
         manifests.append(write_manifest(recipe, rjobs, out, command=command))
+        if only:
+            rjobs = select_arms(rjobs, only)
         jobs.extend(rjobs)
         if log:
             log(f"{name}: {len(rjobs)} job(s) ({len(recipe.arms)} arm(s), seeds {list(recipe.seeds)})")

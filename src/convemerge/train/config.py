@@ -18,14 +18,18 @@ from convemerge.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "beta-lasso")
 SCHEDULES = ("cosine", "constant")
-LOSSES = ("ce", "mse")
+LOSSES = ("ce", "mse", "bce-onehot")
+# Other spellings accepted on input; the canonical name is what config.yaml records (and what run ids hash).
+LOSS_ALIASES = {"cross-entropy": "ce"}
+INPUT_NORMS = ("dataset", "half")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 # Fields that may differ between a killed run and its resumption: they change where or how fast it runs,
 # not what it computes (on the same device).
 RESUME_MUTABLE = frozenset(
-    {"device", "compile", "num_threads", "data_dir", "log_every", "eval_batch_size", "checkpoint_every", "out"}
+    {"device", "compile", "num_threads", "data_dir", "log_every", "eval_batch_size", "checkpoint_every", "test_every",
+     "out"}
 )
 
 
@@ -47,6 +51,7 @@ class TrainConfig:
     n_test: int | None = None  # stratified subsample of the test split, the same images for every seed; None = all
     augment: bool | None = None  # crop+flip augmentation; None = the dataset's default
     pad_to: int | None = None  # zero-pad (black) images to this side on the device, e.g. 28 -> 32 for D-models
+    input_norm: str = "dataset"  # dataset (per-channel mean/std of the train split) | half ((x - 0.5) / 0.5 per channel)
 
     # --- optimisation ---
     optimizer: str = "sgd"  # sgd | adam | beta-lasso
@@ -63,7 +68,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (then the schedule)
     epochs: int = 400  # number of passes over the training set (the paper: 400, Table 2: 4000)
     batch_size: int = 512  # training mini-batch size
-    loss: str = "ce"  # ce (cross-entropy) | mse (squared error against one-hot targets)
+    loss: str = "ce"  # ce (cross-entropy; also spelled cross-entropy) | mse | bce-onehot (sigmoid per class, one-hot targets)
 
     # --- runtime ---
     seed: int = 0  # seeds torch, numpy, python random, the data split, the subsample and the loader generator
@@ -75,7 +80,11 @@ class TrainConfig:
     eval_batch_size: int = 1024  # batch size for validation / test passes
     log_every: int = 20  # steps between progress-bar refreshes (and divergence checks on CUDA)
     checkpoint_every: int = 1  # epochs between "last" checkpoints (the final epoch and each new best always saved)
+    test_every: int = 1  # epochs between test passes (the final epoch and each new best validation always tested)
     out: str | None = None  # run directory; None = runs/<model>-<dataset>-<optimizer>-s<seed>
+
+    def __post_init__(self) -> None:
+        self.loss = LOSS_ALIASES.get(self.loss, self.loss)
 
     # ------------------------------------------------------------------ dict / YAML
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +152,7 @@ class TrainConfig:
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         choice("loss", LOSSES)
+        choice("input_norm", INPUT_NORMS)
         choice("device", DEVICES)
         choice("amp", AMP_MODES)
         if not isinstance(self.model, str) or not self.model:
@@ -162,7 +172,7 @@ class TrainConfig:
             raise bad("n_test", "must be a positive integer or None")
         if self.pad_to is not None and (not _is_int(self.pad_to) or self.pad_to < 1):
             raise bad("pad_to", "must be a positive integer (the padded image side) or None")
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "test_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
         if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):

@@ -309,9 +309,13 @@ class _Run:
         val_loss = val_acc = test_loss = test_acc = None
         if self.val_loader is not None:
             val_loss, val_acc = evaluate(self.step_model, self._batches(self.val_loader), self.loss_fn, self.precision)
-        # the test set is reported only; it never chooses anything
-        test_loss, test_acc = evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn, self.precision)
         prev_best = best_record(self.history)
+        is_best = val_acc is not None and (prev_best is None or val_acc > prev_best["val_acc"])
+        # The test set is reported only; it never chooses anything. It is scored where a number is reported (the
+        # last epoch, every new best validation epoch) and every ``test_every`` epochs for the curves.
+        if is_best or self.epoch == cfg.epochs or self.epoch % cfg.test_every == 0:
+            test_loss, test_acc = evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn,
+                                           self.precision)
         record = {
             "epoch": self.epoch,
             "step": self.step,
@@ -327,7 +331,6 @@ class _Run:
             **model_measurements(self.model),
         }
         self.history.append(record)
-        is_best = val_acc is not None and (prev_best is None or val_acc > prev_best["val_acc"])
         save_last = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
         if save_last or is_best:
             state = self._checkpoint_state()

@@ -91,6 +91,7 @@ def build_summary(
         "best_val_acc": best["val_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,
         "test_acc_at_best": best.get("test_acc") if best else None,
+        "test_acc_last": last.get("test_acc"),  # the last epoch's (what reproductions that stop there report)
         "final": {k: last.get(k) for k in final_keys},
         "wall_time": wall_time,
         "command": command,

@@ -143,6 +143,11 @@ def prepare_data(cfg: TrainConfig) -> RunData:
     augment = full.augment if cfg.augment is None else bool(cfg.augment)
     if augment and not full.augment:  # the loader augments only sets marked for it: mark this one, as asked
         train = dataclasses.replace(train, augment=True)
+    if cfg.input_norm == "half":  # (x - 0.5) / 0.5 per channel: inputs in [-1, 1], as the student reproduction
+        half = (0.5,) * full.in_chans
+        train, test = (dataclasses.replace(d, mean=half, std=half) for d in (train, test))
+        val = dataclasses.replace(val, mean=half, std=half) if val is not None else None
+        full = dataclasses.replace(full, mean=half, std=half)
     mean = torch.tensor(full.mean, dtype=torch.float32)
     std = torch.tensor(full.std, dtype=torch.float32)
     return RunData(

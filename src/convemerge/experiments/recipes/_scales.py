@@ -6,6 +6,11 @@
   L1 step would not move any weight in that time.
 - ``cpu``: full MNIST, Fashion-MNIST and CIFAR-10, α = 4, 12 epochs, two-point grids (Table 2 in under two
   hours on two CPU cores; ``all`` takes several hours).
+- ``seed``: Table 2 (and Figs. 3-4) in the public student reproduction's setting, the one setting in which a
+  reproduction measured β-LASSO's accuracy gain: CIFAR-10, α = 1 for every net, 400 epochs, batch 512, lr 0.1
+  cosine, no augmentation, inputs (x - 0.5) / 0.5, SGD without momentum or weight decay, β-LASSO with λ = 2e-5 on
+  every layer (first included), β ∈ {0, 1, 50}; each arm with both the reproduction's loss (one-hot BCE) and the
+  paper's (cross-entropy). Unlike the reproduction, 10 % of the 50,000 training images are held out for validation.
 - ``paper``: the paper's α (150 shallow, 15 deep), epochs (400 / 4000), batch 512, CIFAR-10/100 and SVHN and the
   full grids of Appendix A.2 (meant for GPUs). Augmentation is each dataset's default (crop + flip for CIFAR),
   not the paper's Fast AutoAugment, which the library does not implement.
@@ -45,6 +50,8 @@ class Scale:
     lasso_fixed: dict[str, Any]  # β-LASSO settings where nothing is tuned (Figs. 3, 4, 5)
     fit_target: float  # Fig. 2: training accuracy that counts as "fits the training set"
     notes: dict[str, Any] = field(default_factory=dict)
+    losses: tuple[str, ...] = ("ce",)  # training losses: one arm per loss when there are several
+    lasso_tuned_grid: dict[str, tuple] = field(default_factory=dict)  # extra validation-tuned β-LASSO view (seed)
 
 
 QUICK = Scale(
@@ -117,7 +124,46 @@ PAPER = Scale(
     fit_target=0.99,
 )
 
-SCALE_SETTINGS = {s.name: s for s in (QUICK, CPU, PAPER)}
+# The student reproduction's setting (gojkoc54/convolutions_from_scratch, src/train.py; ../spec/beta-lasso.md):
+# an S-FC epoch at α = 1 is ~1-3 s on one core, so 400 epochs take minutes per run on a CPU.
+SEED = Scale(
+    name="seed",
+    datasets=("cifar10",),
+    sweep_datasets=(),
+    shallow_alpha=1,
+    deep_alpha=1,
+    resnet_alpha=1,
+    alpha_sweep={},
+    epochs=400,
+    long_epochs=400,
+    table1_epochs=(400,),
+    sweep_epochs=400,
+    seeds=(0, 1, 2),
+    # test_every: the test set is scored every 10 epochs for the curves, and at every new best validation epoch
+    # and the last epoch, where numbers are reported; "last" checkpoints every 10 epochs (resume replays <= 9)
+    base={"batch_size": 512, "lr": 0.1, "val_fraction": 0.1, "schedule": "cosine", "augment": False,
+          "input_norm": "half", "momentum": 0.0, "weight_decay": 0.0, "test_every": 10, "checkpoint_every": 10},
+    sgd_grid={},
+    lasso_grid={},
+    sgd_fixed={"momentum": 0.0, "weight_decay": 0.0},
+    lasso_fixed={"lam_first": 2e-5, "lam": 2e-5},
+    fit_target=0.99,
+    losses=("bce-onehot", "ce"),
+    lasso_tuned_grid={"lam_first": (2e-5, 1e-4)},
+)
+
+SCALE_SETTINGS = {s.name: s for s in (QUICK, CPU, PAPER, SEED)}
+
+# Short names of the losses in arm names and labels
+LOSS_LABELS = {"ce": "CE", "bce-onehot": "BCE", "mse": "MSE"}
+
+
+def loss_arms(sc: Scale) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(arm-name prefix, fixed fields, tags)`` per training loss of the scale: one loss gives no prefix and
+    leaves the config (and so the run ids) as before; several give ``bce/``, ``ce/`` ... arms that set ``loss``."""
+    if len(sc.losses) == 1 and sc.losses[0] == "ce":
+        return [("", {}, {})]
+    return [(f"{LOSS_LABELS.get(l, l).lower()}/", {"loss": l}, {"loss": LOSS_LABELS.get(l, l)}) for l in sc.losses]
 
 
 def settings(scale: str) -> Scale:

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import fmt_settings, settings
+from convemerge.experiments.recipes._scales import fmt_settings, loss_arms, settings
 from convemerge.experiments.registry import register_recipe
 
 
-@register_recipe("fig4", order=50)
+@register_recipe("fig4", order=50, scales=("quick", "cpu", "paper", "seed"))
 def fig4(scale: str) -> Recipe:
     sc = settings(scale)
     a = sc.shallow_alpha
-    arms = (
-        Arm("s-fc/sgd", model="s-fc", optimizer="sgd", alpha=a, fixed=sc.sgd_fixed,
-            tags={"panel": "S-FC, SGD"}),
-        # the same configuration as Fig. 3's run, so the two share it
-        Arm("s-fc/beta-lasso", model="s-fc", optimizer="beta-lasso", alpha=a, fixed={"beta": 50.0, **sc.lasso_fixed},
-            tags={"panel": "S-FC, β-LASSO"}),
-        Arm("s-local/sgd", model="s-local", optimizer="sgd", alpha=a, fixed=sc.sgd_fixed,
-            tags={"panel": "S-LOCAL, SGD"}),
-    )
+    arms = []
+    for prefix, fixed, tags in loss_arms(sc):
+        suffix = f" ({tags['loss']})" if tags else ""
+        arms += [
+            Arm(f"{prefix}s-fc/sgd", model="s-fc", optimizer="sgd", alpha=a, fixed={**sc.sgd_fixed, **fixed},
+                tags={"panel": f"S-FC, SGD{suffix}", **tags}),
+            # the same configuration as Fig. 3's run, so the two share it
+            Arm(f"{prefix}s-fc/beta-lasso", model="s-fc", optimizer="beta-lasso", alpha=a,
+                fixed={"beta": 50.0, **sc.lasso_fixed, **fixed}, tags={"panel": f"S-FC, β-LASSO{suffix}", **tags}),
+            Arm(f"{prefix}s-local/sgd", model="s-local", optimizer="sgd", alpha=a, fixed={**sc.sgd_fixed, **fixed},
+                tags={"panel": f"S-LOCAL, SGD{suffix}", **tags}),
+        ]
+    arms = tuple(arms)
     return Recipe(
         name="fig4", scale=scale, datasets=sc.datasets, arms=arms, seeds=sc.seeds, epochs=sc.long_epochs,
         base=sc.base, notes={"min_nonzero": 20, "units": 16, "window": 9},
