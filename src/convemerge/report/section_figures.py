@@ -106,13 +106,15 @@ def _reference_counts(rec: ExperimentRecords, dataset: str) -> dict[str, list[in
 def fig3_section(rec: ExperimentRecords) -> Section:
     s = Section("fig3", "Fig. 3 — non-zero weights per S-FC layer under β-LASSO")
     s.add(provenance(rec))
-    arm = next((n for n, a in rec.arms.items() if a["model"] == "s-fc"), None)
-    for d in rec.datasets:
+    arms = [n for n, a in rec.arms.items() if a["model"] == "s-fc"] or [None]
+    for d, arm in ((d, a) for d in rec.datasets for a in arms):
+        loss = (rec.arms[arm].get("tags", {}).get("loss") if arm else None)
+        where = f"{label(d)}, {loss} loss" if loss else label(d)
         ids = [j["run_id"] for j in rec.jobs_of(arm, d) if rec.summaries.get(j["run_id"])] if arm else []
         histories = {rid: rec.metrics(rid) for rid in ids}
         histories = {k: v for k, v in histories.items() if v and v[0].get("nonzero")}
         if not histories:
-            s.add(Text(f"No finished β-LASSO runs with a non-zero log on {label(d)} yet."))
+            s.add(Text(f"No finished β-LASSO runs with a non-zero log on {where} yet."))
             continue
         ref = _reference_counts(rec, d)
         layers = list(next(iter(histories.values()))[0]["nonzero"])
@@ -144,12 +146,12 @@ def fig3_section(rec: ExperimentRecords) -> Section:
             local = l_[i] if i < len(l_) else None
             rows.append([str(i + 1), layer, fmt_count(f[i] if i < len(f) else None), fmt_ms(finals, 1.0, 0),
                          fmt_count(conv), fmt_count(local)])
-        s.add(Figure(figure_png(fig), f"{label(d)}: non-zero weights per layer and epoch ({len(histories)} seed(s), "
+        s.add(Figure(figure_png(fig), f"{where}: non-zero weights per layer and epoch ({len(histories)} seed(s), "
                                       f"log scale), with the S-CONV and S-LOCAL weight counts of the same layer.",
-                     f"fig3-{d}"))
+                     f"fig3-{d}" + (f"-{loss.lower()}" if loss else "")))
         s.add(Table(["layer", "name", "S-FC weights", "non-zero at the end (mean ± std)", "S-CONV weights",
                      "S-LOCAL weights"], rows,
-                    f"{label(d)}: the paper finds layer 1 ending between S-CONV and S-LOCAL, layer 2 much sparser, "
+                    f"{where}: the paper finds layer 1 ending between S-CONV and S-LOCAL, layer 2 much sparser, "
                     f"the last layer dense. Runs: {', '.join(histories)}."))
     return s
 

@@ -54,9 +54,12 @@ def fig4_section(rec: ExperimentRecords) -> Section:
     s.add(provenance(rec))
     wanted = int(rec.notes.get("min_nonzero", 20))
     window = rec.notes.get("window", 9)
-    for d in rec.datasets:
+    groups = list(dict.fromkeys(a.get("tags", {}).get("loss") for a in rec.arms.values()))  # one figure per loss
+    for d, group in ((d, g) for d in rec.datasets for g in groups):
         panels = []
         for name, arm in rec.arms.items():
+            if arm.get("tags", {}).get("loss") != group:
+                continue
             job, got = _first_seed_with_filters(rec, name, d)
             if job is not None:
                 panels.append((arm.get("tags", {}).get("panel", name), job, got))
@@ -78,8 +81,11 @@ def fig4_section(rec: ExperimentRecords) -> Section:
                 notes.append(note)
             s.add(Figure(figure_png(fig), f"{label(d)}: first-layer filters (each unit's incoming weights as an "
                                           f"image), drawn with a fixed seed among units with ≥ {wanted} non-zero "
-                                          f"weights; one colour scale per panel (red +, blue −).", f"fig4-{d}"))
+                                          f"weights; one colour scale per panel (red +, blue −).",
+                     f"fig4-{d}" + (f"-{group.lower()}" if group else "")))
             s.add(Text("; ".join(notes) + "."))
+        if group != groups[-1]:
+            continue  # the locality table (every arm) once per dataset, after the last figure
         rows_t = []
         for name, arm in rec.arms.items():
             ids = [j["run_id"] for j in rec.jobs_of(name, d) if rec.summaries.get(j["run_id"])]

@@ -88,6 +88,10 @@ def table1_section(rec: ExperimentRecords) -> Section:
 
 @register_section("table2", order=20)
 def table2_section(rec: ExperimentRecords) -> Section:
+    if any("loss" in a.get("tags", {}) for a in rec.arms.values()):
+        from convemerge.report.section_table2_seed import table2_seed_section
+
+        return table2_seed_section(rec)
     s = Section("table2", "Table 2 — β-LASSO makes S-FC competitive")
     s.add(provenance(rec))
     headers = ["model", "method"] + [f"{label(d)} (ours)" for d in rec.datasets]
