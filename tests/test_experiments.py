@@ -230,3 +230,53 @@ def test_manifest_merges_runs_of_the_same_recipe_one_dataset_at_a_time(tmp_path)
     m = read_manifest(write_manifest(r, r.jobs(tmp_path), tmp_path, command="x"))
     assert sorted(j["run_id"] for j in m["jobs"]) == sorted(j.run_id for j in r.jobs(tmp_path))
     assert m["recipe"]["datasets"] == ["digits"]
+
+
+def test_killed_runner_takes_its_workers_down(tmp_path):
+    """A runner killed outright (SIGKILL: no cleanup runs) must not leave workers training into run directories
+    that a restarted runner would then share with them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux-only")
+    (tmp_path / "holdjob.py").write_text(textwrap.dedent("""
+        import os, time
+        def hold(out, seconds):
+            open(os.path.join(os.path.dirname(out), "pid"), "w").write(str(os.getpid()))
+            time.sleep(seconds)
+    """))
+    script = textwrap.dedent(f"""
+        from convemerge.experiments.recipe import Job
+        from convemerge.experiments.runner import run_jobs
+        job = Job("callable", "e", "hold", None, None, {{}}, {{"seconds": 60}}, "hold-1", {str(tmp_path / 'r' / 'hold-1')!r},
+                  target="holdjob:hold")
+        run_jobs([job], workers=2, log=None)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    pid_file = tmp_path / "r" / "pid"
+    deadline = time.time() + 60
+    while not pid_file.exists() and time.time() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    assert pid_file.exists(), "the worker never started"
+    worker = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    alive = True
+    while alive and time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+            with open(f"/proc/{worker}/stat") as f:  # a zombie is dead
+                alive = f.read().split()[2] != "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            alive = False
+        time.sleep(0.2)
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "the worker outlived its runner"

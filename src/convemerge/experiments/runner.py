@@ -90,8 +90,30 @@ class RunReport:
 
 
 # ----------------------------------------------------------------------------- one job (runs in a worker)
+def _die_with_parent() -> None:
+    """Ask Linux to send this worker SIGINT when the runner that spawned it dies, so a killed ``reproduce`` leaves
+    no orphan still training into (and racing a later runner for) the same run directory. SIGINT lets the loop
+    mark the run interrupted; its last checkpoint stays intact. Elsewhere a no-op."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: keep the old behaviour
+        return
+    if os.getppid() == 1:  # the parent died before the request was in place
+        raise SystemExit(1)
+
+
 def _init_worker(threads: int) -> None:
     import torch
+
+    _die_with_parent()
 
     torch.set_num_threads(max(1, threads))
     try:
