@@ -253,9 +253,9 @@ def test_killed_runner_takes_its_workers_down(tmp_path):
     script = textwrap.dedent(f"""
         from convemerge.experiments.recipe import Job
         from convemerge.experiments.runner import run_jobs
-        job = Job("callable", "e", "hold", None, None, {{}}, {{"seconds": 60}}, "hold-1", {str(tmp_path / 'r' / 'hold-1')!r},
-                  target="holdjob:hold")
-        run_jobs([job], workers=2, log=None)
+        jobs = [Job("callable", "e", "hold", None, None, {{}}, {{"seconds": 60 + i}}, f"hold-{{i}}",
+                    {str(tmp_path / 'r')!r} + f"/hold-{{i}}", target="holdjob:hold") for i in range(2)]
+        run_jobs(jobs, workers=2, log=None)  # two jobs, two workers: spawned processes, not in-process
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     parent = subprocess.Popen([sys.executable, "-c", script], env=env)

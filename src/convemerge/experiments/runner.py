@@ -91,9 +91,10 @@ class RunReport:
 
 # ----------------------------------------------------------------------------- one job (runs in a worker)
 def _die_with_parent() -> None:
-    """Ask Linux to send this worker SIGINT when the runner that spawned it dies, so a killed ``reproduce`` leaves
-    no orphan still training into (and racing a later runner for) the same run directory. SIGINT lets the loop
-    mark the run interrupted; its last checkpoint stays intact. Elsewhere a no-op."""
+    """Ask Linux to send this worker SIGTERM when the runner that spawned it dies, so a killed ``reproduce`` leaves
+    no orphan still training into (and racing a later runner for) the same run directory. Checkpoints are written
+    atomically, so the last complete one survives and the next runner resumes from it. Elsewhere a no-op.
+    (SIGINT would not do: a pool worker turns KeyboardInterrupt into a result for a parent that is gone.)"""
     import ctypes
     import signal
     import sys
@@ -103,7 +104,7 @@ def _die_with_parent() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
     except (OSError, AttributeError):  # no prctl: keep the old behaviour
         return
     if os.getppid() == 1:  # the parent died before the request was in place
