@@ -239,3 +239,21 @@ def test_info_and_list_commands(capsys):
     assert main(["data", "info", "nope"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown data set")
+
+
+def test_batches_are_exactly_the_standardised_images():
+    """The loader's fused path gives bit-for-bit (x/255 - mean)/std folded as one multiply-add, for uint8 and
+    float images, and never writes into the data it was given."""
+    import dataclasses
+
+    from convemerge.data import ImageLoader, load_dataset
+
+    data = load_dataset("digits")
+    for d in (data, dataclasses.replace(data, images=data.images.float() / 255.0)):
+        before = d.images.clone()
+        loader = ImageLoader(d, 100, shuffle=True, generator=torch.Generator().manual_seed(3))
+        order = torch.randperm(len(d), generator=torch.Generator().manual_seed(3))
+        x, y = next(iter(loader))
+        ref = torch.addcmul(loader._shift, d.images[order[:100]].to(torch.float32), loader._scale)
+        assert torch.equal(x, ref) and torch.equal(y, d.labels[order[:100]])
+        assert torch.equal(d.images, before)
