@@ -103,6 +103,7 @@ def test_seed_recipe_is_the_reproductions_setting(tmp_path):
             assert c["momentum"] == 0.0 and c["weight_decay"] == 0.0
         else:
             assert c["lam"] == 2e-5 and c["lam_first"] in (2e-5, 1e-4) and c["beta"] in (0.0, 1.0, 50.0)
+            assert c["regularize_bias_and_norm"] is True  # the reproduction's optimizer steps every parameter
             if not j.arm.startswith("tuned/"):
                 assert c["lam_first"] == 2e-5  # λ on every layer, the first included
         TrainConfig.from_dict({**c, "out": j.out})
@@ -120,9 +121,10 @@ def test_lambda_reaches_the_first_layer(tmp_path):
     cfg = TrainConfig.from_dict({**get_recipe("table2", "seed").arm("bce/s-fc/beta-lasso-b50").fixed,
                                  "model": "s-fc", "alpha": 1, "dataset": "digits", "optimizer": "beta-lasso"})
     data = prepare_data(cfg)
-    groups = beta_lasso_param_groups(build_model(cfg, data), cfg.lam, cfg.lam_first)
+    groups = beta_lasso_param_groups(build_model(cfg, data), cfg.lam, cfg.lam_first,
+                                     include_bias_and_norm=cfg.regularize_bias_and_norm)
     lams = {g["name"]: g["lam"] for g in groups}
-    assert lams["first"] == lams["weights"] == 2e-5
+    assert lams["first"] == lams["weights"] == lams["bias_and_norm"] == 2e-5
 
 
 def test_select_arms_runs_a_subset_with_its_callables(tmp_path):
