@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -86,6 +87,8 @@ def train_command(
     command = _command_line(config, {**overrides, "model_options": None, "dataset_options": None}, opt, data_opt,
                             dropout, resume)
     result = train(cfg, resume=resume, progress=progress, command=command)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return  # under torchrun only rank 0 reports
     s = result.summary
     if s.get("best_val_acc") is not None:
         test = s.get("test_acc_at_best")

@@ -37,6 +37,13 @@ def random_crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
     return torch.gather(padded, 2, flat).reshape(b, c, h, w)
 
 
+def shard_slice(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s contiguous part of ``n`` items split over ``world`` (``torch.tensor_split``'s sizes)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
 class ImageLoader:
     """Iterate over ``data`` in batches of ``(x, y)``: x float32 (B, C, H, W) standardised with
     ``data.mean``/``data.std``, y int64 (B,), both on ``device``.
@@ -56,7 +63,7 @@ class ImageLoader:
 
     def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                  generator: torch.Generator | None = None, device: str | torch.device = "cpu",
-                 drop_last: bool = False):
+                 drop_last: bool = False, shard: tuple[int, int] | None = None):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if generator is not None and generator.device.type != "cpu":
@@ -69,6 +76,10 @@ class ImageLoader:
         self.shuffle = shuffle
         self.augment = bool(augment and data.augment)
         self.drop_last = drop_last
+        # (rank, world size): yield only this rank's contiguous part of every batch. The random draws are still
+        # made for the whole batch, so every rank's generator advances alike (see train/distributed.py)
+        self.shard = shard
+        self.global_batch = 0  # size of the last batch before sharding
         self.device = torch.device(device)
         if generator is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -102,6 +113,12 @@ class ImageLoader:
             if self.augment:
                 offsets = torch.randint(0, 2 * PAD + 1, (idx.shape[0], 2), generator=gen)
                 flips = torch.rand(idx.shape[0], generator=gen) < 0.5
+            self.global_batch = idx.shape[0]
+            if self.shard is not None:
+                part = shard_slice(idx.shape[0], *self.shard)
+                idx = idx[part]
+                if self.augment:
+                    offsets, flips = offsets[part], flips[part]
             idx_d = idx.to(self.device, non_blocking=True)
             x = self.images[idx_d]
             if self.augment:
