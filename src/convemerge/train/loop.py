@@ -153,6 +153,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, paths: RunPaths, device: torch.device, *, progress, verbose, command,
                  dist=None):
         from convemerge.data import ImageLoader
+        from convemerge.data.autoaugment import load_policy
 
         self.session_start = time.perf_counter()  # wall time counts setup too
         self.cfg, self.paths, self.device = cfg, paths, device
@@ -184,8 +185,10 @@ class _Run:
         remainder, world = len(data.train) % cfg.batch_size, dist.world_size if dist else 1
         drop_last = (remainder == 1 and len(data.train) > 1) or 0 < remainder < world
         shard = (dist.rank, dist.world_size) if dist else None
+        policy = load_policy(cfg.augment_policy) if cfg.augment_policy else None
         self.train_loader = ImageLoader(data.train, cfg.batch_size, shuffle=True, augment=data.augment,
-                                        generator=self.generator, device=device, drop_last=drop_last, shard=shard)
+                                        generator=self.generator, device=device, drop_last=drop_last, shard=shard,
+                                        policy=policy)
         self.val_loader = (ImageLoader(data.val, cfg.eval_batch_size, device=device, shard=shard)
                            if data.val is not None else None)
         self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device, shard=shard)
