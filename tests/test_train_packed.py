@@ -91,3 +91,18 @@ def test_incompatible_runs_are_refused(tmp_path):
         check_packable([a, a.replace(seed=3)])
     with pytest.raises(ConfigError, match="dropout"):
         check_packable([a.replace(model_options={"dropout": 0.1})])
+
+
+def test_cli_trains_a_grid(tmp_path):
+    from typer.testing import CliRunner
+
+    from convemerge.cli import app
+
+    base = tmp_path / "base.yaml"
+    TrainConfig(model="s-fc", alpha=1, dataset="digits", epochs=1, batch_size=256, optimizer="beta-lasso",
+                num_threads=1).to_yaml(base)
+    result = CliRunner().invoke(app, ["train-packed", "-c", str(base), "--seed", "0", "--seed", "1", "--lam", "1e-5",
+                                      "--out-root", str(tmp_path / "grid")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == ["s0-lam1e-05-beta50", "s1-lam1e-05-beta50"]
+    assert "2 packed runs" in result.output
