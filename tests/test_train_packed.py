@@ -106,3 +106,23 @@ def test_cli_trains_a_grid(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == ["s0-lam1e-05-beta50", "s1-lam1e-05-beta50"]
     assert "2 packed runs" in result.output
+
+
+def test_runner_opt_in_packs_compatible_jobs(tmp_path):
+    import dataclasses
+
+    from convemerge.experiments.packing import packable_groups, train_packs
+    from convemerge.experiments.registry import get_recipe
+    from convemerge.experiments.runner import run_jobs
+
+    jobs = [j for j in get_recipe("table2", "quick").jobs(tmp_path) if j.kind == "train"]
+    lasso = [dataclasses.replace(j, config={**j.config, "epochs": 1, "num_threads": 1})
+             for j in jobs if j.arm == "s-fc/beta-lasso-b50"][:3]
+    sgd = [dataclasses.replace(j, config={**j.config, "epochs": 1}) for j in jobs if j.arm == "s-conv/sgd"][:1]
+    groups = packable_groups(lasso + sgd)
+    assert [len(g) for g in groups] == [3]  # the lone S-CONV job has nothing to pack with
+    trained = train_packs(lasso + sgd, log=None)
+    assert trained == [j.run_id for j in lasso]
+    report = run_jobs(lasso, analyse=False, log=None)
+    assert sorted(report.skipped) == sorted(trained) and not report.ran  # the runner finds them finished
+    assert packable_groups(lasso) == []  # and never packs a job twice

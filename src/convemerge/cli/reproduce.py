@@ -31,6 +31,8 @@ def reproduce_command(
                                                                       "(sets $CONVEMERGE_DATA for every job)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Build the report when the runs are done."),
     list_only: bool = typer.Option(False, "--list", help="Print the jobs (run ids) and exit without running."),
+    pack: bool = typer.Option(False, "--pack", help="Train compatible runs (seeds, λ, β, ... of one arm) together "
+                              "as packed runs first: many small nets on one GPU."),
 ) -> None:
     """Run a paper table or figure as a recipe: finished runs are skipped, interrupted ones resumed."""
     from convemerge.experiments.registry import expand_experiments, get_recipe
@@ -61,7 +63,7 @@ def reproduce_command(
     argv += [a for d in dataset or () for a in ("--dataset", d)]
     argv += ["--seeds", str(seeds)] if seeds is not None else []
     result = reproduce(experiment, scale, out=out, datasets=dataset, seeds=seeds, workers=workers,
-                       ray_address=ray_address, argv=argv)
+                       ray_address=ray_address, argv=argv, pack=pack)
     if report:
         from convemerge.report import build_report
 

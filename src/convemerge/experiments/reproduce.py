@@ -113,8 +113,9 @@ class ReproduceResult:
 def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None = None,
               datasets: Sequence[str] | None = None, seeds: int | None = None, workers: int = 1,
               ray_address: str | None = None, threads: int | None = None, argv: Sequence[str] | None = None,
-              log: Callable[[str], None] | None = print) -> ReproduceResult:
-    """Run ``experiment`` (or ``all``) at ``scale``; finished runs are skipped, interrupted ones resumed."""
+              log: Callable[[str], None] | None = print, pack: bool = False) -> ReproduceResult:
+    """Run ``experiment`` (or ``all``) at ``scale``; finished runs are skipped, interrupted ones resumed.
+    ``pack``: first train compatible training jobs together as packed runs (for a GPU; see experiments/packing.py)."""
     out = Path(out) if out is not None else default_out(scale)
     names = expand_experiments(experiment, scale)
     command = _command(argv)
@@ -127,6 +128,10 @@ def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None =
         jobs.extend(rjobs)
         if log:
             log(f"{name}: {len(rjobs)} job(s) ({len(recipe.arms)} arm(s), seeds {list(recipe.seeds)})")
+    if pack:
+        from convemerge.experiments.packing import train_packs
+
+        train_packs(jobs, command=command, log=log)
     report = run_jobs(jobs, workers=workers, ray_address=ray_address, threads=threads, command=command, log=log)
     if log:
         log(report.line())
