@@ -7,7 +7,8 @@ Everything is measured in this one process, side by side with the GPU's own bf16
      β-LASSO, bf16 autocast with fp32 weights, crop + flip + the AutoAugment policy + Cutout on the device): time
      per step and per epoch, achieved FLOP/s of the model's matmuls and its fraction of (1) (goal ≥ 60 %); the same
      step without augmentation, and with ``torch.compile`` when ``--compile`` is given.
-  3. S-LOCAL α = 150: epoch time; its LocallyConnected2d layer against an nn.Conv2d of the same shape.
+  3. S-LOCAL α = 150: epoch time; its LocallyConnected2d layer against an nn.Conv2d of the same shape; S-CONV
+     with channels-last memory format against the default layout.
   4. Packed α = 1 S-FC runs (``convemerge.train.packed``): runs per GPU-hour for k = 1, 4, 16 (400-epoch runs).
   5. The projected wall time of ``reproduce table2 --scale paper`` (its 1,035 runs of 4000 epochs) from the
      measured epoch times (S-CONV and 3-FC measured like S-FC; SVHN epochs scaled by its training-set size).
@@ -112,10 +113,12 @@ def synthetic_cifar(n: int, side: int, device: torch.device) -> ImageData:
 
 
 def time_model(name: str, sz: Sizes, device: torch.device, *, augment: bool, policy: bool, compile: bool = False,
-               optimizer: str = "beta-lasso") -> dict:
+               optimizer: str = "beta-lasso", channels_last: bool = False) -> dict:
     """Seconds per training step (data + augmentation + forward + backward + optimizer) and per epoch."""
     torch.manual_seed(0)
     model = create_model(name, alpha=sz.alpha, image_size=sz.side, in_chans=3, num_classes=10).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     flops = train_flops_per_sample(create_model(name, alpha=sz.alpha, image_size=sz.side, in_chans=3,
                                                 num_classes=10).to("meta"), sz.side)
     if optimizer == "beta-lasso":
@@ -138,12 +141,12 @@ def time_model(name: str, sz: Sizes, device: torch.device, *, augment: bool, pol
         except StopIteration:
             batches = iter(loader)
             x, y = next(batches)
-        train_step(step_model, x, y, loss_fn, opt, precision, None)
+        train_step(step_model, x.contiguous(memory_format=fmt), y, loss_fn, opt, precision, None)
 
     sec = _timed(step, device, sz.warmup, sz.steps)
     steps_per_epoch = sz.n_train // sz.batch
     return {"model": name, "alpha": sz.alpha, "batch": sz.batch, "augment": augment, "policy": policy,
-            "compile": compile, "precision": precision.name, "step_s": sec, "epoch_s": sec * steps_per_epoch,
+            "compile": compile, "channels_last": channels_last, "precision": precision.name, "step_s": sec, "epoch_s": sec * steps_per_epoch,
             "flop_per_s": flops * sz.batch / sec, "weights": sum(p.numel() for p in model.parameters())}
 
 
@@ -253,6 +256,11 @@ def main() -> None:
     for m, r in others.items():
         print(f"{m} α={sz.alpha} SGD: {1e3 * r['step_s']:.2f} ms/step, {r['epoch_s']:.2f} s/epoch")
     results["others"] = others
+    # channels-last only matters for the convolution: measured, not assumed
+    cl = time_model("s-conv", sz, device, augment=True, policy=True, optimizer="sgd", channels_last=True)
+    print(f"s-conv channels-last: {1e3 * cl['step_s']:.2f} ms/step "
+          f"({others['s-conv']['step_s'] / cl['step_s']:.2f}x the default layout's speed)")
+    results["s_conv_channels_last"] = cl
     lc = local_vs_conv(sz, device)
     print(f"LocallyConnected2d vs Conv2d (α={sz.alpha}, batch {sz.batch}, fwd+bwd): {1e3 * lc['local_s']:.2f} ms "
           f"vs {1e3 * lc['conv_s']:.2f} ms = {lc['ratio']:.1f}x")

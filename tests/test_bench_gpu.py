@@ -21,7 +21,7 @@ def test_bench_gpu_dry_run(tmp_path):
     r = json.loads(out.read_text())
     assert r["dry_run"] and r["mm_flop_per_s"] > 0
     assert [x["augment"] for x in r["s_fc"]] == [True, False] and all(x["step_s"] > 0 for x in r["s_fc"])
-    assert sorted(r["others"]) == ["3-fc", "s-conv", "s-local"]
+    assert sorted(r["others"]) == ["3-fc", "s-conv", "s-local"] and r["s_conv_channels_last"]["channels_last"]
     assert r["local_vs_conv"]["ratio"] > 0
     assert [p["k"] for p in r["packed"]] == [1, 2] and all(p["vmap"] for p in r["packed"])
     assert r["table2_projection"]["runs"] == 1035 and r["table2_projection"]["gpu_hours"] > 0
