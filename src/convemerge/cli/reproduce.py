@@ -36,6 +36,8 @@ def reproduce_command(
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only the arms matching this glob "
                                                                   "(repeatable), e.g. 'bce/s-fc/*'; the rest stay "
                                                                   "listed and run on a later call without it."),
+    pack: bool = typer.Option(False, "--pack", help="Train compatible runs (seeds, λ, β, ... of one arm) together "
+                              "as packed runs first: many small nets on one GPU."),
 ) -> None:
     """Run a paper table or figure as a recipe: finished runs are skipped, interrupted ones resumed."""
     from convemerge.experiments.registry import expand_experiments, get_recipe
@@ -71,7 +73,7 @@ def reproduce_command(
     argv += [a for d in dataset or () for a in ("--dataset", d)]
     argv += ["--seeds", str(seeds)] if seeds is not None else []
     result = reproduce(experiment, scale, out=out, datasets=dataset, seeds=seeds, workers=workers,
-                       ray_address=ray_address, argv=argv, only=only)
+                       ray_address=ray_address, argv=argv, only=only, pack=pack)
     if report:
         from convemerge.report import build_report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -33,6 +34,7 @@ def train_command(
     n_train: Optional[int] = typer.Option(None, help="Stratified subsample size of the training set.", rich_help_panel=_DATA),
     n_test: Optional[int] = typer.Option(None, help="Stratified subsample of the test set (the same images for every seed).", rich_help_panel=_DATA),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Crop+flip augmentation (default: the dataset's).", rich_help_panel=_DATA),
+    augment_policy: Optional[str] = typer.Option(None, help="autoaugment | fast-autoaugment | policy.json: per-image policy before crop+flip, then Cutout.", rich_help_panel=_DATA),
     pad_to: Optional[int] = typer.Option(None, help="Zero-pad images to this side (e.g. 32 for D-models on 28px data).", rich_help_panel=_DATA),
     input_norm: Optional[str] = typer.Option(None, help="dataset (per-channel mean/std) | half ((x - 0.5) / 0.5).", rich_help_panel=_DATA),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adam | beta-lasso.", rich_help_panel=_OPT),
@@ -72,7 +74,7 @@ def train_command(
     overrides = dict(
         model=model, alpha=alpha, model_options=model_options or None, dataset=dataset, data_dir=data_dir,
         dataset_options=dataset_options or None,
-        val_fraction=val_fraction, n_train=n_train, n_test=n_test, augment=augment, pad_to=pad_to, input_norm=input_norm, optimizer=optimizer, lr=lr,
+        val_fraction=val_fraction, n_train=n_train, n_test=n_test, augment=augment, augment_policy=augment_policy, pad_to=pad_to, input_norm=input_norm, optimizer=optimizer, lr=lr,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, beta=beta, lam=lam, lam_first=lam_first,
         schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, batch_size=batch_size, loss=loss, seed=seed,
         device=device, amp=amp, compile=compile, num_threads=num_threads, eval_batch_size=eval_batch_size,
@@ -88,6 +90,8 @@ def train_command(
     command = _command_line(config, {**overrides, "model_options": None, "dataset_options": None}, opt, data_opt,
                             dropout, resume)
     result = train(cfg, resume=resume, progress=progress, command=command)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return  # under torchrun only rank 0 reports
     s = result.summary
     if s.get("best_val_acc") is not None:
         test = s.get("test_acc_at_best")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from convemerge.errors import ConfigError
 
+from . import autoaugment
 from .imagedata import ImageData
 
 PAD = 4  # pixels of zero padding before a random crop back to the original size
@@ -37,6 +38,13 @@ def random_crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
     return torch.gather(padded, 2, flat).reshape(b, c, h, w)
 
 
+def shard_slice(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s contiguous part of ``n`` items split over ``world`` (``torch.tensor_split``'s sizes)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
 class ImageLoader:
     """Iterate over ``data`` in batches of ``(x, y)``: x float32 (B, C, H, W) standardised with
     ``data.mean``/``data.std``, y int64 (B,), both on ``device``.
@@ -56,7 +64,7 @@ class ImageLoader:
 
     def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                  generator: torch.Generator | None = None, device: str | torch.device = "cpu",
-                 drop_last: bool = False):
+                 drop_last: bool = False, shard: tuple[int, int] | None = None, policy=None):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if generator is not None and generator.device.type != "cpu":
@@ -69,6 +77,15 @@ class ImageLoader:
         self.shuffle = shuffle
         self.augment = bool(augment and data.augment)
         self.drop_last = drop_last
+        # an automatic policy (data.autoaugment.Policy) applied per image before crop+flip, then Cutout 16 px
+        self.policy = policy if self.augment else None
+        if self.policy is not None and data.images.dtype != torch.uint8:
+            raise ConfigError(f"{data.name}: augmentation policies work on 8-bit images, this data set holds "
+                              f"{data.images.dtype}; drop --augment-policy")
+        # (rank, world size): yield only this rank's contiguous part of every batch. The random draws are still
+        # made for the whole batch, so every rank's generator advances alike (see train/distributed.py)
+        self.shard = shard
+        self.global_batch = 0  # size of the last batch before sharding
         self.device = torch.device(device)
         if generator is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -104,9 +121,25 @@ class ImageLoader:
             if self.augment:
                 offsets = torch.randint(0, 2 * PAD + 1, (idx.shape[0], 2), generator=gen)
                 flips = torch.rand(idx.shape[0], generator=gen) < 0.5
+                if self.policy is not None:
+                    draws = autoaugment.draw(self.policy, idx.shape[0], gen)
+                    centres = torch.rand(idx.shape[0], 2, generator=gen)
+            self.global_batch = idx.shape[0]
+            if self.shard is not None:
+                part = shard_slice(idx.shape[0], *self.shard)
+                idx = idx[part]
+                if self.augment:
+                    offsets, flips = offsets[part], flips[part]
+                if self.policy is not None:
+                    draws, centres = draws[part], centres[part]
             idx_d = idx.to(self.device, non_blocking=True)
             x = self.images.index_select(0, idx_d)  # ~3x faster than advanced indexing for uint8 rows
+            if self.policy is not None:
+                x = autoaugment.apply_policy(x, self.policy, draws)
             if self.augment:
                 x = random_crop_flip(x, offsets.to(self.device, non_blocking=True),
                                      flips.to(self.device, non_blocking=True))
-            yield self.standardise(x), self.labels[idx_d]
+            x = self.standardise(x)
+            if self.policy is not None:
+                x = autoaugment.cutout(x, centres.to(self.device, non_blocking=True))
+            yield x, self.labels[idx_d]

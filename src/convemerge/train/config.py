@@ -50,6 +50,7 @@ class TrainConfig:
     n_train: int | None = None  # stratified, seeded subsample of the remaining train split; None = all of it
     n_test: int | None = None  # stratified subsample of the test split, the same images for every seed; None = all
     augment: bool | None = None  # crop+flip augmentation; None = the dataset's default
+    augment_policy: str | None = None  # autoaugment | fast-autoaugment | a policy .json: per image before crop+flip, then Cutout 16 px (turns augmentation on)
     pad_to: int | None = None  # zero-pad (black) images to this side on the device, e.g. 28 -> 32 for D-models
     input_norm: str = "dataset"  # dataset (per-channel mean/std of the train split) | half ((x - 0.5) / 0.5 per channel)
 
@@ -170,6 +171,14 @@ class TrainConfig:
             raise bad("n_train", "must be a positive integer or None")
         if self.n_test is not None and (not _is_int(self.n_test) or self.n_test < 1):
             raise bad("n_test", "must be a positive integer or None")
+        if self.augment_policy is not None:
+            from convemerge.data.autoaugment import POLICIES
+
+            if not isinstance(self.augment_policy, str) or (self.augment_policy not in POLICIES
+                                                            and not self.augment_policy.endswith(".json")):
+                raise bad("augment_policy", f"choose {', '.join(POLICIES)} or give a policy .json file")
+            if self.augment is False:
+                raise ConfigError("augment_policy needs augmentation on; drop --no-augment or the policy")
         if self.pad_to is not None and (not _is_int(self.pad_to) or self.pad_to < 1):
             raise bad("pad_to", "must be a positive integer (the padded image side) or None")
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "test_every"):

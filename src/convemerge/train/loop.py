@@ -22,6 +22,7 @@ from torch import nn
 from convemerge.errors import ConfigError, DivergenceError
 from convemerge.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from convemerge.train.config import RESUME_MUTABLE, TrainConfig
+from convemerge.train.distributed import from_environment, process_device
 from convemerge.train.engine import evaluate, make_loss, model_measurements, train_step
 from convemerge.train.metrics import MetricsLog, read_metrics
 from convemerge.train.progress import RunProgress, epoch_line
@@ -89,13 +90,19 @@ def train(
     config.validate()
     paths = RunPaths(config.run_dir())
     _check_run_dir(config, paths, resume)
-    device = resolve_device(config.device)
-    with _runtime(config, device):
-        run = _Run(config, paths, device, progress=progress, verbose=verbose, command=command)
-        # written only once data and model are built, so a run refused at setup leaves no directory behind
-        paths.root.mkdir(parents=True, exist_ok=True)
-        config.to_yaml(paths.config)
-        return run.run(resume)
+    dist = from_environment(config.device)  # None unless launched by torchrun with several processes
+    try:
+        device = process_device(dist, resolve_device(config.device))
+        with _runtime(config, device):
+            run = _Run(config, paths, device, progress=progress, verbose=verbose, command=command, dist=dist)
+            # written only once data and model are built, so a run refused at setup leaves no directory behind
+            if run.is_main:
+                paths.root.mkdir(parents=True, exist_ok=True)
+                config.to_yaml(paths.config)
+            return run.run(resume)
+    finally:
+        if dist is not None:
+            dist.close()
 
 
 def _check_run_dir(cfg: TrainConfig, paths: RunPaths, resume: bool) -> None:
@@ -143,20 +150,29 @@ def _runtime(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
 class _Run:
     """The state of one run while it trains (built from a config, optionally from a checkpoint)."""
 
-    def __init__(self, cfg: TrainConfig, paths: RunPaths, device: torch.device, *, progress, verbose, command):
+    def __init__(self, cfg: TrainConfig, paths: RunPaths, device: torch.device, *, progress, verbose, command,
+                 dist=None):
         from convemerge.data import ImageLoader
+        from convemerge.data.autoaugment import load_policy
 
         self.session_start = time.perf_counter()  # wall time counts setup too
         self.cfg, self.paths, self.device = cfg, paths, device
-        self.progress_enabled, self.verbose, self.command = progress, verbose, command
+        # several processes (torchrun): only rank 0 writes the run directory and prints
+        self.dist, self.is_main = dist, dist is None or dist.is_main
+        self.progress_enabled = progress if self.is_main else False
+        self.verbose, self.command = verbose and self.is_main, command
         self.precision = resolve_precision(cfg.amp, device)
-        self.metrics = MetricsLog(paths.metrics)
+        self.metrics = MetricsLog(paths.metrics) if self.is_main else _NoLog()
 
         seed_everything(cfg.seed)
         self.data = data = prepare_data(cfg)
         torch.manual_seed(cfg.seed)  # model init does not depend on what data preparation drew
         self.model = build_model(cfg, data).to(device)
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.step_model = self.model
+        if dist is not None:
+            dist.check_batch_size(cfg.batch_size, len(data.train))
+            self.model, self.step_model = dist.wrap(self.model, device)
+        self.step_model = torch.compile(self.step_model) if cfg.compile else self.step_model
         self.optimizer = build_optimizer(cfg, self.model)
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])  # the schedule scales this peak value
@@ -165,11 +181,18 @@ class _Run:
 
         self.generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 1))
         # BatchNorm cannot train on a final batch of one sample: drop it in that single case
-        drop_last = len(data.train) % cfg.batch_size == 1 and len(data.train) > 1
+        # (and, over several processes, a final batch too small to give every process a sample)
+        remainder, world = len(data.train) % cfg.batch_size, dist.world_size if dist else 1
+        drop_last = (remainder == 1 and len(data.train) > 1) or 0 < remainder < world
+        shard = (dist.rank, dist.world_size) if dist else None
+        policy = load_policy(cfg.augment_policy) if cfg.augment_policy else None
         self.train_loader = ImageLoader(data.train, cfg.batch_size, shuffle=True, augment=data.augment,
-                                        generator=self.generator, device=device, drop_last=drop_last)
-        self.val_loader = ImageLoader(data.val, cfg.eval_batch_size, device=device) if data.val is not None else None
-        self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device)
+                                        generator=self.generator, device=device, drop_last=drop_last, shard=shard,
+                                        policy=policy)
+        self.val_loader = (ImageLoader(data.val, cfg.eval_batch_size, device=device, shard=shard)
+                           if data.val is not None else None)
+        self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device, shard=shard)
+        self._evaluate = dist.evaluate if dist else evaluate
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
@@ -197,9 +220,12 @@ class _Run:
                 "num_classes": self.data.num_classes}
 
     def _summary(self, status: str, **extra: Any) -> dict[str, Any]:
+        if self.dist is not None:
+            extra = {"distributed": {**self.dist.describe(), **extra.pop("distributed", {})}, **extra}
         summary = build_summary(self.history, config=self.cfg.to_dict(), status=status, wall_time=self._wall(),
                                 command=self.command, extra={"geometry": self._geometry(), **extra})
-        write_summary(self.paths, summary)
+        if self.is_main:
+            write_summary(self.paths, summary)
         return summary
 
     def _say(self, text: str) -> None:
@@ -260,7 +286,11 @@ class _Run:
         except KeyboardInterrupt:
             self._summary("interrupted")
             raise
-        summary = self._summary("completed")
+        extra = {}
+        if self.dist is not None:
+            self.dist.check_replicas(self.model)  # raises unless every rank holds rank 0's weights bit for bit
+            extra["distributed"] = {"replicas_identical": True}
+        summary = self._summary("completed", **extra)
         return RunResult(self.paths.root, cfg, self.history, summary, self.model)
 
     def _train_epoch(self, bar: RunProgress, sleep: float) -> None:
@@ -272,17 +302,20 @@ class _Run:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen, window, first_step = 0, [], self.step
         last = self.steps_per_epoch - 1
+        step_fn = train_step if self.dist is None else self.dist.weighted_step(
+            train_step, lambda: self.train_loader.global_batch)
         for i, (x, y) in enumerate(self._batches(self.train_loader)):
             self.lr = self._set_lr()
-            loss, n_correct = train_step(self.step_model, x, y, self.loss_fn, self.optimizer, self.precision,
-                                         self.scaler)
+            loss, n_correct = step_fn(self.step_model, x, y, self.loss_fn, self.optimizer, self.precision,
+                                      self.scaler)
             self.step += 1
             loss_sum += loss * y.numel()
             correct += n_correct
             seen += y.numel()
             window.append(loss)
             if len(window) >= sync_every or i == last:
-                losses = torch.stack(window).float().cpu()
+                losses = torch.stack(window).float()
+                losses = (losses if self.dist is None else self.dist.mean(losses)).cpu()  # every rank stops together
                 bad = torch.nonzero(~torch.isfinite(losses)).flatten()
                 if bad.numel():
                     at = self.step - len(window) + int(bad[0]) + 1  # global step number (1-based)
@@ -293,6 +326,9 @@ class _Run:
             if sleep:
                 time.sleep(sleep)
         self.epoch = epoch
+        if self.dist is not None:  # totals over every rank's shards
+            loss_sum, correct, seen_t = self.dist.sum(loss_sum, correct, torch.tensor(float(seen), device=self.device))
+            seen = int(seen_t.item())
         self.train_loss = float(loss_sum.item()) / max(1, seen)
         self.train_acc = float(correct.item()) / max(1, seen)
 
@@ -308,14 +344,15 @@ class _Run:
         cfg = self.cfg
         val_loss = val_acc = test_loss = test_acc = None
         if self.val_loader is not None:
-            val_loss, val_acc = evaluate(self.step_model, self._batches(self.val_loader), self.loss_fn, self.precision)
+            val_loss, val_acc = self._evaluate(self.step_model, self._batches(self.val_loader), self.loss_fn,
+                                               self.precision)
         prev_best = best_record(self.history)
         is_best = val_acc is not None and (prev_best is None or val_acc > prev_best["val_acc"])
         # The test set is reported only; it never chooses anything. It is scored where a number is reported (the
         # last epoch, every new best validation epoch) and every ``test_every`` epochs for the curves.
         if is_best or self.epoch == cfg.epochs or self.epoch % cfg.test_every == 0:
-            test_loss, test_acc = evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn,
-                                           self.precision)
+            test_loss, test_acc = self._evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn,
+                                                 self.precision)
         record = {
             "epoch": self.epoch,
             "step": self.step,
@@ -332,7 +369,7 @@ class _Run:
         }
         self.history.append(record)
         save_last = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
-        if save_last or is_best:
+        if (save_last or is_best) and self.is_main:
             state = self._checkpoint_state()
             if save_last:
                 save_checkpoint(self.paths.last, self.model, self.optimizer, state)
@@ -342,3 +379,16 @@ class _Run:
         self.metrics.append(record)
         self._summary("running" if self.epoch < cfg.epochs else "completed")
         bar.message(epoch_line(record, cfg.epochs))
+
+
+class _NoLog(MetricsLog):
+    """The metrics log of a process other than rank 0: it writes nothing."""
+
+    def __init__(self):
+        super().__init__(os.devnull)
+
+    def append(self, record: dict[str, Any]) -> None:
+        pass
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        pass

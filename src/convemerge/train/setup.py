@@ -141,6 +141,7 @@ def prepare_data(cfg: TrainConfig) -> RunData:
                               f"give a side >= {max(h, w)}")
         h = w = cfg.pad_to
     augment = full.augment if cfg.augment is None else bool(cfg.augment)
+    augment = augment or cfg.augment_policy is not None  # a policy turns augmentation on
     if augment and not full.augment:  # the loader augments only sets marked for it: mark this one, as asked
         train = dataclasses.replace(train, augment=True)
     if cfg.input_norm == "half":  # (x - 0.5) / 0.5 per channel: inputs in [-1, 1], as the student reproduction
