@@ -95,9 +95,9 @@ def faa_format(tmp_path):
     return str(path)
 
 
-@pytest.fixture(params=["autoaugment", "faa-format-file"])
+@pytest.fixture(params=["autoaugment", "fast-autoaugment", "faa-format-file"])
 def policy_name(request, faa_format):
-    return "autoaugment" if request.param == "autoaugment" else faa_format
+    return faa_format if request.param == "faa-format-file" else request.param
 
 
 def test_policy_is_drawn_per_image(policy_name):
@@ -112,10 +112,11 @@ def test_policy_is_drawn_per_image(policy_name):
     assert torch.equal(out, one_by_one)
 
 
-def test_policy_files_are_checked(tmp_path, faa_format):
+def test_policy_files_are_checked(tmp_path, faa_format, monkeypatch):
     from convemerge.errors import ConfigError
 
-    if not A.FAST_AUTOAUGMENT_FILE.exists():
+    with monkeypatch.context() as m:  # an installation that lost the bundled file says where it goes
+        m.setattr(A, "FAST_AUTOAUGMENT_FILE", tmp_path / "missing" / A.FAST_AUTOAUGMENT_FILE.name)
         with pytest.raises(ConfigError, match="fa_reduced_cifar10"):
             A.load_policy("fast-autoaugment")
     with pytest.raises(ConfigError, match="unknown augmentation policy 'randaugment'"):
@@ -136,6 +137,67 @@ def test_autoaugment_policy_is_the_published_one():
     assert p.op.shape == (25, 2)
     assert A.AUTOAUGMENT_CIFAR10[1] == [("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)]
     assert p.value[1].tolist() == [6.0, 9 / 32]  # 30°·0.2, ⌊10 px·0.9⌋ of 32
+
+
+# Fast AutoAugment's published CIFAR-10 policy (fa_reduced_cifar10): sub-policies, and the first and last as published
+FAA_SUBPOLICIES = 493
+FAA_FIRST = [["Contrast", 0.8320659688593578, 0.49884310562180767],
+             ["TranslateX", 0.41849883971249136, 0.394023086494538]]
+FAA_LAST = [["Cutout", 0.7550520024859294, 0.08982367300605598], ["ShearX", 0.5844942417320858, 0.36051195083380105]]
+
+
+def test_fast_autoaugment_policy_is_bundled_as_published():
+    import json
+
+    data = json.loads(A.FAST_AUTOAUGMENT_FILE.read_text())
+    steps = data["policy"]
+    for cites in ("Fast AutoAugment", "arXiv:1905.00397", "kakaobrain/fast-autoaugment",
+                  "FastAutoAugment/archive.py", "fa_reduced_cifar10"):
+        assert cites in data["source"], cites
+    assert len(steps) == FAA_SUBPOLICIES and steps[0] == FAA_FIRST and steps[-1] == FAA_LAST
+    for sub in steps:
+        assert len(sub) == 2
+        for op, prob, level in sub:
+            assert op in A.OPS and 0 <= prob <= 1 and 0 <= level <= 1, (op, prob, level)
+    assert {op for sub in steps for op, _, _ in sub} == set(A.OPS)  # every op of the search space is used
+
+    p = A.load_policy("fast-autoaugment")
+    assert p.name == "fast-autoaugment" and p.fill == A.FAST_AUTOAUGMENT_FILL
+    assert p.op.shape == p.prob.shape == p.value.shape == (FAA_SUBPOLICIES, 2)
+    assert [A.OPS[int(k)] for k in p.op[0]] == ["Contrast", "TranslateX"]
+    assert p.prob[0].tolist() == [FAA_FIRST[0][1], FAA_FIRST[1][1]]
+    # level -> low + level·(high − low): contrast factor in [0.1, 1.9]; translate |value| of [-0.45, 0.45]
+    assert float(p.value[0, 0]) == pytest.approx(0.1 + 1.8 * FAA_FIRST[0][2])
+    assert float(p.value[0, 1]) == pytest.approx(abs(-0.45 + 0.9 * FAA_FIRST[1][2]))
+
+
+def test_fast_autoaugment_policy_is_package_data():
+    """The wheel carries the policy: pyproject's package-data globs match the bundled file."""
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["convemerge"]
+    rel = A.FAST_AUTOAUGMENT_FILE.resolve().relative_to(Path(A.__file__).resolve().parents[1])
+    assert any(rel.match(g) for g in globs), (rel, globs)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_fast_autoaugment_preserves_shape_dtype_and_range(dtype):
+    policy = A.load_policy("fast-autoaugment")
+    x = _images(64, seed=2)
+    img = x if dtype == torch.uint8 else x.float() / 255
+    u = A.draw(policy, 64, torch.Generator().manual_seed(4))
+    out = A.apply_policy(img.clone(), policy, u)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    if dtype == torch.float32:
+        assert float(out.min()) >= 0 and float(out.max()) <= 1
+        assert torch.equal(out, (out * 255).round() / 255)  # still on the 8-bit grid
+    else:  # the same images as the float path
+        assert torch.equal(out, (A.apply_policy(x.float() / 255, policy, u) * 255).round().to(torch.uint8))
+    assert not torch.equal(out, img)  # something fired
+    again = A.apply_policy(img.clone(), policy, A.draw(policy, 64, torch.Generator().manual_seed(4)))
+    assert torch.equal(out, again)  # a fixed seed gives a fixed batch
 
 
 def _data(n=40) -> ImageData:

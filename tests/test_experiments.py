@@ -84,6 +84,20 @@ def test_recipe_expansion(tmp_path):
         _recipe(arms=(Arm("x", "s-fc", "sgd"), Arm("x", "s-conv", "sgd")))
 
 
+def test_recipe_dataset_base_sits_between_base_and_the_arm(tmp_path):
+    arms = (Arm("a", "s-fc", "sgd"), Arm("b", "s-fc", "sgd", fixed={"lr": 0.01}, per_dataset={"digits": {"lr": 0.5}}))
+    r = _recipe(arms=arms, datasets=("mnist-5k", "digits"), seeds=(0,),
+                base={"batch_size": 64, "lr": 0.1}, dataset_base={"digits": {"lr": 0.2, "augment": True}})
+    cfg = {(j.arm, j.dataset): j.config for j in r.jobs(tmp_path)}
+    assert cfg["a", "mnist-5k"]["lr"] == 0.1 and "augment" not in cfg["a", "mnist-5k"]
+    assert cfg["a", "digits"]["lr"] == 0.2 and cfg["a", "digits"]["augment"] is True
+    assert cfg["b", "mnist-5k"]["lr"] == 0.01 and cfg["b", "digits"]["lr"] == 0.5  # the arm's own fields win
+    assert r.to_dict()["dataset_base"] == {"digits": {"lr": 0.2, "augment": True}}
+    assert "dataset_base" not in _recipe().to_dict()  # manifests of recipes without it are unchanged
+    # an empty dataset_base leaves every run id as it was
+    assert [j.run_id for j in _recipe(dataset_base={}).jobs(tmp_path)] == [j.run_id for j in _recipe().jobs(tmp_path)]
+
+
 def test_registry_lists_paper_experiments():
     for scale in DEFAULT_SCALES:
         assert set(PAPER_EXPERIMENTS) <= set(list_experiments(scale))
@@ -120,6 +134,22 @@ def test_paper_scale_grids_are_the_papers():
     assert {a.tags["epochs"] for a in t1.arms} == {400, 4000}
     assert t1.arm("d-conv/sgd@400").alpha == 15 and t1.datasets == ("cifar10", "cifar100", "svhn")
     assert all(j.config["batch_size"] == 512 for j in t1.jobs("r")[:5])
+
+
+def test_paper_scale_trains_cifar_with_fast_autoaugment(tmp_path):
+    """The paper trains every CIFAR model with Fast AutoAugment; SVHN keeps its default; no other scale changes."""
+    for name in PAPER_EXPERIMENTS:
+        trains = [j for j in get_recipe(name, "paper").jobs(tmp_path) if j.kind == "train"]
+        assert trains, name
+        for j in trains:
+            want = "fast-autoaugment" if j.dataset in ("cifar10", "cifar100") else None
+            assert j.config.get("augment_policy") == want, (name, j.arm, j.dataset)
+    assert any(j.dataset == "svhn" for j in get_recipe("table2", "paper").jobs(tmp_path))
+    for scale in ("quick", "cpu", "seed"):
+        for name in list_experiments(scale):
+            recipe = get_recipe(name, scale)
+            assert not recipe.dataset_base, (name, scale)
+            assert all("augment_policy" not in j.config for j in recipe.jobs(tmp_path)), (name, scale)
 
 
 # ----------------------------------------------------------------------------- selection

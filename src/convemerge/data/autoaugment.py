@@ -20,10 +20,13 @@ Policies and their magnitude conventions:
   0.1–1.9, solarize threshold 256 − ⌊25.6·level⌋, posterize keeps 8 − ⌊0.4·level⌋ bits: the ranges of the
   paper's search-space table).
 - ``fast-autoaugment``: the CIFAR-10 policy of Lim et al., "Fast AutoAugment", NeurIPS 2019 (arXiv:1905.00397),
-  as published with the paper (kakaobrain/fast-autoaugment, ``archive.py``, ``fa_reduced_cifar10``), read from
-  ``policies/fast_autoaugment_cifar10.json`` (not bundled yet: :func:`load_policy` says where it goes), or any
-  policy file in that format; levels in [0, 1] map linearly onto each op's [low, high] (:data:`RANGES`, the
-  ranges of that code's ``augment_list``), and shear / translate / rotate take a random sign.
+  as published with the paper (kakaobrain/fast-autoaugment, ``FastAutoAugment/archive.py``,
+  ``fa_reduced_cifar10``: 493 sub-policies searched on reduced CIFAR-10, every op one of :data:`OPS` under the
+  same name), bundled as ``policies/fast_autoaugment_cifar10.json`` (package data; its ``source`` field names the
+  paper and the file), or any policy file in that format; levels in [0, 1] map linearly onto each op's
+  [low, high] (:data:`RANGES`, the ranges of that code's ``augment_list``), and shear / translate / rotate take a
+  random sign. The ``paper`` scale trains CIFAR-10 and CIFAR-100 with it; Fast AutoAugment's separate SVHN policy
+  (``fa_reduced_svhn``) is not bundled, so SVHN keeps its default (no augmentation).
 """
 
 from __future__ import annotations

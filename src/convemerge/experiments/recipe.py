@@ -167,6 +167,8 @@ class Recipe:
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 400
     base: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields common to every arm
+    # dataset -> TrainConfig fields every arm gets on that dataset (after ``base``, before the arm's own fields)
+    dataset_base: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     callables: tuple[CallableSpec, ...] = ()
     description: str = ""  # one paragraph for the report: what is run and how it differs from the paper
     notes: Mapping[str, Any] = field(default_factory=dict)  # free-form settings the report reads (e.g. fit target)
@@ -214,8 +216,8 @@ class Recipe:
             for dataset in arm.datasets or self.datasets:
                 for point in grid_points(arm.grid):
                     for seed in self.seeds:
-                        config = {**self.base, "model": arm.model, "optimizer": arm.optimizer,
-                                  "dataset": dataset, "epochs": self.epochs}
+                        config = {**self.base, **dict(self.dataset_base.get(dataset, {})), "model": arm.model,
+                                  "optimizer": arm.optimizer, "dataset": dataset, "epochs": self.epochs}
                         if arm.alpha is not None:
                             config["alpha"] = arm.alpha
                         config.update({**dict(arm.fixed), **dict(arm.per_dataset.get(dataset, {})), **point,
@@ -260,6 +262,9 @@ class Recipe:
             "name": self.name, "scale": self.scale, "datasets": self.datasets, "seeds": self.seeds,
             "epochs": self.epochs, "base": dict(self.base), "description": self.description,
             "notes": dict(self.notes),
+            # only when set: the manifests of recipes without it stay as they were (an earlier manifest of the same
+            # recipe is merged, not replaced)
+            **({"dataset_base": {k: dict(v) for k, v in self.dataset_base.items()}} if self.dataset_base else {}),
             "arms": [{"name": a.name, "model": a.model, "optimizer": a.optimizer, "alpha": a.alpha,
                       "fixed": dict(a.fixed), "grid": {k: list(v) for k, v in a.grid.items()},
                       "tags": dict(a.tags), "datasets": a.datasets,

@@ -20,7 +20,7 @@ def fig2(scale: str) -> Recipe:
     sweep = ", ".join(f"{LABELS[f]} {list(a)}" for f, a in sc.alpha_sweep.items())
     return Recipe(
         name="fig2", scale=scale, datasets=sc.sweep_datasets, arms=arms, seeds=sc.seeds, epochs=sc.sweep_epochs,
-        base=sc.base, notes={"fit_target": sc.fit_target, "bits": 8, "delta": 0.05},
+        base=sc.base, dataset_base=sc.dataset_base, notes={"fit_target": sc.fit_target, "bits": 8, "delta": 0.05},
         description=(f"α sweep per family ({sweep}), SGD {fmt_settings(sc.sgd_fixed)}, {sc.sweep_epochs} epochs. "
                      f"A family fits the training set when its training accuracy reaches {sc.fit_target:.0%}."),
     )

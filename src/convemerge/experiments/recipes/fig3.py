@@ -20,7 +20,7 @@ def fig3(scale: str) -> Recipe:
                           kwargs={"models": ["s-fc", "s-conv", "s-local"], "alpha": a}, per_seed=False)
     return Recipe(
         name="fig3", scale=scale, datasets=sc.datasets, arms=arms, seeds=sc.seeds, epochs=sc.long_epochs,
-        base=sc.base, callables=(counts,),
+        base=sc.base, dataset_base=sc.dataset_base, callables=(counts,),
         description=(f"S-FC α={a} with β-LASSO β=50, {fmt_settings(sc.lasso_fixed)}, {sc.long_epochs} epochs; "
                      f"non-zero weights of each layer logged every epoch."),
     )

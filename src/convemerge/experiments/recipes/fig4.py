@@ -26,7 +26,7 @@ def fig4(scale: str) -> Recipe:
     arms = tuple(arms)
     return Recipe(
         name="fig4", scale=scale, datasets=sc.datasets, arms=arms, seeds=sc.seeds, epochs=sc.long_epochs,
-        base=sc.base, notes={"min_nonzero": 20, "units": 16, "window": 9},
+        base=sc.base, dataset_base=sc.dataset_base, notes={"min_nonzero": 20, "units": 16, "window": 9},
         description=(f"α={a}, {sc.long_epochs} epochs; SGD {fmt_settings(sc.sgd_fixed)}, β-LASSO β=50 "
                      f"{fmt_settings(sc.lasso_fixed)}. Filters drawn (seeded) among units with ≥ 20 non-zero "
                      f"weights."),

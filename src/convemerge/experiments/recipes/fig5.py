@@ -22,7 +22,7 @@ def fig5(scale: str) -> Recipe:
                         tags={"kernel": k, "method": "β-LASSO"}))
     return Recipe(
         name="fig5", scale=scale, datasets=sc.sweep_datasets, arms=tuple(arms), seeds=sc.seeds,
-        epochs=sc.sweep_epochs, base=sc.base,
+        epochs=sc.sweep_epochs, base=sc.base, dataset_base=sc.dataset_base,
         description=(f"ResNet18 (width α={sc.resnet_alpha}) with kernel size {list(KERNELS)}, {sc.sweep_epochs} "
                      f"epochs; SGD {fmt_settings(sc.sgd_fixed)} vs β-LASSO β=50 {fmt_settings(sc.lasso_fixed)}."),
     )

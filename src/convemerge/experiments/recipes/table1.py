@@ -28,7 +28,7 @@ def table1(scale: str) -> Recipe:
     )
     return Recipe(
         name="table1", scale=scale, datasets=sc.datasets, arms=arms, seeds=sc.seeds, epochs=sc.epochs,
-        base=sc.base,
+        base=sc.base, dataset_base=sc.dataset_base,
         description=(f"Seven architectures (deep α={sc.deep_alpha}, shallow α={sc.shallow_alpha}) trained with SGD "
                      f"for {' / '.join(map(str, sc.table1_epochs))} epochs; momentum and weight decay chosen on "
                      f"the validation split from {fmt_settings(sc.sgd_grid)}."),

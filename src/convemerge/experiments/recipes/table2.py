@@ -46,6 +46,7 @@ def table2(scale: str) -> Recipe:
                f"validation. Test accuracy is reported at the last epoch and at the best-validation epoch.")
     return Recipe(
         name="table2", scale=scale, datasets=sc.datasets, arms=tuple(arms), seeds=sc.seeds,
-        epochs=sc.long_epochs, base=sc.base, notes={"losses": list(sc.losses)} if len(sc.losses) > 1 else {},
+        epochs=sc.long_epochs, base=sc.base, dataset_base=sc.dataset_base,
+        notes={"losses": list(sc.losses)} if len(sc.losses) > 1 else {},
         description=f"Shallow nets at α={a}, {sc.long_epochs} epochs. {how}",
     )
