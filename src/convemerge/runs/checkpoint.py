@@ -26,57 +26,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from convemerge.errors import ConfigError
+from convemerge.runs.atomic import atomic_write_json, fsync_dir
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-# ----------------------------------------------------------------------------- atomic file writes
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
-
-
+# ----------------------------------------------------------------------------- tensors
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """``safetensors.save_file`` to a temp name, then ``os.replace`` (tensors moved to CPU, made contiguous)."""
     path = Path(path)
@@ -184,7 +140,7 @@ def save_checkpoint(
             "files": {name: (tmp / name).stat().st_size for name in files},
         }
     atomic_write_json(tmp / MANIFEST, manifest)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
 
     # swap in: a crash between the renames leaves `old` complete, which find_checkpoint falls back to
     if old.exists():
@@ -192,7 +148,7 @@ def save_checkpoint(
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
     return final
@@ -242,4 +198,9 @@ def load_checkpoint(
         tensors = load_file(str(found / "optimizer.safetensors"))
         meta = json.loads((found / "optimizer.json").read_text())
         optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta))
-    return json.loads((found / "state.json").read_text())
+    return read_checkpoint_state(found)
+
+
+def read_checkpoint_state(directory: str | Path) -> dict[str, Any]:
+    """The ``state.json`` of a complete checkpoint directory (see :func:`find_checkpoint`)."""
+    return json.loads((Path(directory) / "state.json").read_text())

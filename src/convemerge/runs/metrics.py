@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-from convemerge.train.checkpoint import atomic_write_text
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: store them as null so every line stays standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+from convemerge.runs.atomic import atomic_write_text, json_safe
 
 
 class MetricsLog:
@@ -29,7 +17,7 @@ class MetricsLog:
         self.path = Path(path)
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(_clean(record), allow_nan=False) + "\n"
+        line = json.dumps(json_safe(record), allow_nan=False) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
@@ -38,7 +26,7 @@ class MetricsLog:
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the whole log atomically (used on resume, from the checkpoint's history)."""
-        text = "".join(json.dumps(_clean(r), allow_nan=False) + "\n" for r in records)
+        text = "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
         atomic_write_text(self.path, text)
 
     def read(self) -> list[dict[str, Any]]:

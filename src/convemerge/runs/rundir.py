@@ -1,26 +1,66 @@
-"""The run directory: where a run's files live, its summary, and listing the runs under a folder.
+"""The run directory: the one place that names the files inside it, its status values, its summary.
 
 ::
 
+    <runs>/<experiment>/manifest.json   the recipe and jobs of one experiment (written by ``reproduce``)
     <run>/
       config.yaml            the TrainConfig of the run
       metrics.jsonl          one JSON object per completed epoch
-      summary.json           best validation accuracy, its epoch, the test accuracy there, final numbers, ...
+      summary.json           status, best validation accuracy, its epoch, the test accuracy there, final numbers, ...
       checkpoints/last/      the end of the last completed epoch (what --resume continues from)
       checkpoints/best/      the epoch with the best validation accuracy so far
+      analysis.json          the per-run analysis record (schema: :class:`convemerge.runs.records.AnalysisRecord`)
+      filters.safetensors    the first-layer filters drawn for Fig. 4
+      error.txt              the error of a job that raised (removed when it is run again)
+
+A callable job (a kernel machine, a (C)NFA analysis) writes ``summary.json`` too, and its own files:
+``kernel_matrices.safetensors`` (the learned Mahalanobis matrices M) or ``cnfa.json`` with its pictures.
 """
 
 from __future__ import annotations
 
-import json
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from convemerge.train.checkpoint import atomic_write_json
-from convemerge.train.metrics import read_metrics
+from convemerge.runs.atomic import atomic_write_json, read_json
+from convemerge.runs.metrics import read_metrics
+
+#: file name of an experiment's manifest, ``<runs>/<experiment>/manifest.json``
+EXPERIMENT_MANIFEST = "manifest.json"
+
+
+class RunStatus(str, enum.Enum):
+    """The ``status`` of a ``summary.json``.
+
+    *Final* statuses end a run: a rerun skips it. ``diverged`` is final (rerunning would diverge again), and so
+    is ``skipped`` (an analysis with nothing to analyse). ``failed`` is *not* final: the job raised (a bug, a
+    missing file) and a rerun tries again; the runner, model selection and the report all read it that way.
+    """
+
+    COMPLETED = "completed"
+    DIVERGED = "diverged"
+    SKIPPED = "skipped"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    INCOMPLETE = "incomplete"  # rebuilt from metrics.jsonl: no summary was written
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: statuses of a run that may go on (everything else, unknown values included, is final)
+NOT_FINAL = frozenset({RunStatus.RUNNING.value, RunStatus.INTERRUPTED.value, RunStatus.INCOMPLETE.value,
+                       RunStatus.FAILED.value})
+
+
+def is_final(status: str | None) -> bool:
+    """Whether a summary ``status`` ends its run (None: no summary)."""
+    return status is not None and str(status) not in NOT_FINAL
 
 
 @dataclass(frozen=True)
@@ -28,6 +68,9 @@ class RunPaths:
     """Paths of the files of one run directory."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def config(self) -> Path:
@@ -52,6 +95,74 @@ class RunPaths:
     @property
     def best(self) -> Path:
         return self.checkpoints / "best"
+
+    def checkpoint(self, which: str) -> Path:
+        """The ``best`` or ``last`` checkpoint directory."""
+        if which not in ("best", "last"):
+            from convemerge.errors import ConfigError
+
+            raise ConfigError(f"which={which!r} is invalid: choose best or last")
+        return self.checkpoints / which
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis.json"
+
+    @property
+    def filters(self) -> Path:
+        return self.root / "filters.safetensors"
+
+    @property
+    def error(self) -> Path:
+        return self.root / "error.txt"
+
+    @property
+    def kernel_matrices(self) -> Path:
+        """The learned Mahalanobis matrices of a kernel-machine run (keys ``M`` or ``M_0``, ``M_1``, ...)."""
+        return self.root / "kernel_matrices.safetensors"
+
+    @property
+    def cnfa(self) -> Path:
+        """The record of a (C)NFA report written into this folder (its pictures sit beside it)."""
+        return self.root / "cnfa.json"
+
+    @property
+    def export(self) -> Path:
+        """Where ``convemerge export`` writes by default."""
+        return self.root / "export"
+
+
+def manifest_path(runs_root: str | Path, experiment: str) -> Path:
+    """``<runs_root>/<experiment>/manifest.json``."""
+    return Path(runs_root) / experiment / EXPERIMENT_MANIFEST
+
+
+def experiment_manifests(runs_root: str | Path) -> list[Path]:
+    """Every experiment manifest directly under a runs folder, sorted."""
+    return sorted(Path(runs_root).glob(f"*/{EXPERIMENT_MANIFEST}"))
+
+
+def read_summary(root: str | Path) -> dict[str, Any] | None:
+    """A run's ``summary.json`` (None when absent, torn or not an object)."""
+    summary = read_json(RunPaths(root).summary)
+    return summary if isinstance(summary, dict) else None
+
+
+def run_status(root: str | Path) -> str | None:
+    """The ``status`` of a run's ``summary.json`` (None when absent or torn; ``completed`` when unstated)."""
+    summary = read_summary(root)
+    return None if summary is None else summary.get("status", RunStatus.COMPLETED.value)
+
+
+def is_finished(root: str | Path) -> bool:
+    """Whether ``root`` holds a final ``summary.json`` (see :class:`RunStatus`)."""
+    return is_final(run_status(root))
+
+
+def has_checkpoints(root: str | Path) -> bool:
+    """Whether a run directory holds a config and a checkpoints folder: an interrupted run to resume."""
+    paths = RunPaths(root)
+    return paths.config.exists() and paths.checkpoints.exists()
 
 
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -99,7 +210,9 @@ def build_summary(
     return summary
 
 
-def write_summary(paths: RunPaths, summary: dict[str, Any]) -> None:
+def write_summary(paths: RunPaths | str | Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` (atomically; NaN stored as null)."""
+    paths = paths if isinstance(paths, RunPaths) else RunPaths(Path(paths))
     atomic_write_json(paths.summary, summary)
 
 
@@ -110,15 +223,11 @@ def read_run(root: str | Path) -> dict[str, Any]:
         config = yaml.safe_load(paths.config.read_text()) or {}
     except (OSError, yaml.YAMLError):
         config = {}
-    summary: dict[str, Any] | None = None
-    try:
-        summary = json.loads(paths.summary.read_text())
-    except (OSError, ValueError):
-        summary = None
+    summary = read_summary(paths.root)
     if summary is None:
         history = read_metrics(paths.metrics)
         wall = history[-1].get("wall_time", 0.0) if history else 0.0
-        summary = build_summary(history, config=config, status="incomplete", wall_time=wall, command=None)
+        summary = build_summary(history, config=config, status=RunStatus.INCOMPLETE.value, wall_time=wall, command=None)
     summary["path"] = str(paths.root)
     return summary
 
@@ -132,29 +241,46 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
     return [read_run(d) for d in dirs]
 
 
-def load_run_model(root: str | Path, which: str = "best"):
-    """Rebuild a run's model from its ``which`` checkpoint ("best" or "last"), in eval mode, on the CPU.
+def read_state(root: str | Path, which: str = "best", *, fallback: bool = False) -> dict[str, Any]:
+    """The ``state.json`` of a run's ``which`` checkpoint ("best" or "last"): config, geometry, epoch, history.
 
-    The architecture comes from the config and image geometry stored in the checkpoint, so the dataset is
-    not needed. A run without validation has no "best": ask for "last".
+    ``fallback``: a run without validation has no "best"; take "last" then. The record gets ``checkpoint``:
+    the one read. ConfigError (one line) when the run or the checkpoint is missing.
     """
     from convemerge.errors import ConfigError
-    from convemerge.models import create_model
-    from convemerge.train.checkpoint import find_checkpoint, load_checkpoint
+    from convemerge.runs.checkpoint import find_checkpoint, read_checkpoint_state
 
-    if which not in ("best", "last"):
-        raise ConfigError(f"which={which!r} is invalid: choose best or last")
     paths = RunPaths(Path(root))
-    found = find_checkpoint(getattr(paths, which))
+    if not paths.root.is_dir():
+        raise ConfigError(f"run directory {paths.root} not found; pass the --out folder of a training run")
+    found = find_checkpoint(paths.checkpoint(which))
+    if found is None and fallback and which == "best":
+        found, which = find_checkpoint(paths.last), "last"
     if found is None:
-        raise ConfigError(f"run {paths.root} has no complete '{which}' checkpoint; check the path or use which='last'")
-    state = json.loads((found / "state.json").read_text())
-    cfg, geo = state["config"], state["geometry"]
-    model = create_model(cfg["model"], alpha=cfg.get("alpha"), image_size=_size(geo["image_size"]),
-                         in_chans=geo["in_chans"], num_classes=geo["num_classes"], **(cfg.get("model_options") or {}))
-    load_checkpoint(found, model)
+        raise ConfigError(f"run {paths.root} has no complete '{which}' checkpoint; train it first, resume it with "
+                          f"--resume, or use which='last'")
+    state = read_checkpoint_state(found)
+    state["checkpoint"] = which
+    return state
+
+
+def load_run_model(root: str | Path, which: str = "best", *, fallback: bool = False):
+    """A run's model in eval mode on the CPU: the ``best`` or ``last`` checkpoint's weights, or ``init``, the
+    weights it had before its first step (rebuilt by :func:`convemerge.runs.model.init_model`).
+
+    The architecture comes from the config and image geometry stored in the checkpoint, so the dataset is
+    not needed. A run without validation has no "best": ask for "last" (or pass ``fallback=True``).
+    """
+    from convemerge.errors import ConfigError
+    from convemerge.runs.checkpoint import load_checkpoint
+    from convemerge.runs.model import create_run_model, init_model
+
+    if which not in ("best", "last", "init"):
+        raise ConfigError(f"which={which!r} is invalid: choose best, last or init")
+    if which == "init":
+        state = read_state(root, "best", fallback=True)  # any checkpoint: they share the config
+        return init_model(state["config"], state["geometry"], keep_rng=True).eval()
+    state = read_state(root, which, fallback=fallback)
+    model = create_run_model(state["config"], state["geometry"])
+    load_checkpoint(RunPaths(Path(root)).checkpoint(state["checkpoint"]), model)
     return model.eval()
-
-
-def _size(value):
-    return tuple(value) if isinstance(value, list) else value

@@ -171,18 +171,14 @@ def pad_batch(x: torch.Tensor, size: tuple[int, int], fill: torch.Tensor) -> tor
 
 # ----------------------------------------------------------------------------- model and optimizer
 def build_model(cfg: TrainConfig, data: RunData) -> nn.Module:
-    """``create_model`` with the data's geometry; impossible geometry -> its ConfigError, plus a pad hint."""
-    from convemerge.models import create_model
+    """The run's initial network (:func:`convemerge.runs.init_model`: seeded with ``cfg.seed``) on the data's
+    geometry; impossible geometry -> its ConfigError, plus a pad hint."""
+    from convemerge.runs import init_model
 
+    config = {"model": cfg.model, "alpha": cfg.alpha, "model_options": cfg.model_options, "seed": cfg.seed}
+    geometry = {"image_size": data.image_size, "in_chans": data.in_chans, "num_classes": data.num_classes}
     try:
-        return create_model(
-            cfg.model,
-            alpha=cfg.alpha,
-            image_size=data.image_size,
-            in_chans=data.in_chans,
-            num_classes=data.num_classes,
-            **cfg.model_options,
-        )
+        return init_model(config, geometry)
     except ConfigError as exc:
         msg = str(exc)
         if cfg.pad_to is None and "--pad-to" not in msg and any(k in msg for k in ("divisible", "image", "size")):
