@@ -30,7 +30,7 @@ _EXPORTS = {
     "mdl": ("DescriptionLength", "quantize", "description_length", "dense_bound", "sparse_bound",
             "model_description_length", "min_params_to_fit"),
     "agop": ("AgopLayer", "agops", "filter_covariance", "find_weight_layers", "layer_agop", "layer_kind",
-             "resolve_layer", "sym_matrix_power", "unsupported_reason", "weight_matrix"),
+             "psd_power", "resolve_layer", "sym_matrix_power", "unsupported_reason", "weight_matrix"),
     "cnfa": ("DEFAULT_SIZES", "convergence_records", "convergence_sizes", "cosine_similarity", "cumulative_agops",
              "matrix_correlations", "nfa_convergence", "nfa_table", "pearson_correlation", "select_layers",
              "table_from_agops"),

@@ -12,20 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from convemerge.data.split import TEST_SUBSET_SEED, fixed_test_subset, stratified_subset  # noqa: F401 (old path)
+from convemerge.devices import resolve_device  # noqa: F401 (old path)
 from convemerge.errors import ConfigError
 from convemerge.train.config import TrainConfig
 
 
 # ----------------------------------------------------------------------------- device and precision
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was requested but CUDA is not available; use --device cpu or --device auto")
-    return torch.device(name)
-
-
 @dataclass(frozen=True)
 class Precision:
     """How the forward pass runs: autocast dtype (None = full fp32) and whether a GradScaler is needed."""
@@ -82,42 +75,6 @@ class RunData:
     num_classes: int
     augment: bool
     pad_fill: torch.Tensor  # (C,) standardised value of a zero (black) pixel: what padding writes
-
-
-def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Indices (sorted) of a seeded subset of exactly ``n`` samples, each class in proportion to its count.
-
-    Quotas are ``n * count / N`` rounded down, the remainder going to the classes with the largest
-    fractional parts (ties to the lower class index); inside a class the samples are drawn at random.
-    """
-    total = labels.numel()
-    if n > total:
-        raise ConfigError(f"n_train={n} exceeds the {total} training samples available; lower --n-train")
-    g = torch.Generator().manual_seed(seed)
-    classes, counts = torch.unique(labels, return_counts=True)
-    exact = counts.double() * n / total
-    quota = exact.floor().long()
-    short = n - int(quota.sum())
-    if short > 0:
-        order = torch.argsort(-(exact - quota), stable=True)
-        quota[order[:short]] += 1
-    picks = []
-    for cls, q in zip(classes.tolist(), quota.tolist()):
-        members = torch.nonzero(labels == cls).flatten()
-        picks.append(members[torch.randperm(members.numel(), generator=g)[:q]])
-    return torch.sort(torch.cat(picks)).values
-
-
-#: seed of the test subsample (``n_test``): fixed, so every seed and every method is scored on the same images
-TEST_SUBSET_SEED = 0
-
-
-def fixed_test_subset(test, n_test: int | None):
-    """The ``n_test`` images of ``test`` every run scores on (stratified, drawn with :data:`TEST_SUBSET_SEED`);
-    all of it when ``n_test`` is None or not smaller than the split."""
-    if n_test is None or n_test >= len(test):
-        return test
-    return test.subset(stratified_subset(test.labels, n_test, TEST_SUBSET_SEED))
 
 
 def prepare_data(cfg: TrainConfig) -> RunData:
