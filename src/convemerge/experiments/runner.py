@@ -121,7 +121,7 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
             if not is_finished(out):
                 _call(job["target"], out=str(out), **job["config"])
                 if not is_finished(out):
-                    raise RuntimeError(f"callable {job['target']} returned without writing its summary")
+                    raise RuntimeError(f"callable {job['target']} returned without writing summary.json")
         else:
             raise ConfigError(f"unknown job kind {job['kind']!r}; use 'train' or 'callable'")
         return {"run_id": job["run_id"], "status": "ok", "seconds": time.perf_counter() - start,

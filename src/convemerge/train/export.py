@@ -120,15 +120,12 @@ def export_model_sparse(model: nn.Module, out: str | Path, *, config: dict[str, 
 def export_sparse(run_dir: str | Path, out: str | Path | None = None, *, which: str = "best") -> Path:
     """Export a run's ``which`` checkpoint ("best", else "last" when there is no best) to ``out`` (default
     ``<run_dir>/export/sparse``); returns the .safetensors path."""
-    from convemerge.train.checkpoint import find_checkpoint
-    from convemerge.train.rundir import RunPaths, load_run_model
+    from convemerge.runs import RunPaths, load_run_model, read_state
 
     paths = RunPaths(Path(run_dir))
-    if which == "best" and find_checkpoint(paths.best) is None:
-        which = "last"
-    model = load_run_model(paths.root, which)
-    state = json.loads((find_checkpoint(getattr(paths, which)) / "state.json").read_text())
-    out = Path(out) if out is not None else paths.root / "export" / "sparse"
+    state = read_state(paths.root, which, fallback=True)
+    model = load_run_model(paths.root, state["checkpoint"])
+    out = Path(out) if out is not None else paths.export / "sparse"
     return export_model_sparse(model, out, config=state["config"], geometry=state["geometry"])
 
 
