@@ -59,8 +59,8 @@ def set_input_shape(conv: nn.Conv2d, in_shape: tuple[int, int, int]) -> nn.Conv2
 
 
 def _square(v) -> int:
-    v = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    return int(v[0]) if v[0] == v[1] else v  # type: ignore[return-value]
+    v = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+    return int(v[0]) if len(set(v)) == 1 else v  # type: ignore[return-value]
 
 
 def _describe(name: str, module: nn.Module) -> WeightLayer:

@@ -64,7 +64,10 @@ def split_parameters(model: nn.Module) -> tuple[nn.Parameter | None, list[nn.Par
         and module._parameters.get("weight") is not None
         and module._parameters["weight"].dim() >= 2
     ]
-    declared = [layer.module.weight for layer in weight_layers(model)]
+    # a model that declares its weight layers leads with them (so weight_layers(model)[0] is "first"); for any
+    # other module the scan, in module order, already holds every weight of weight_layers(model)
+    declares = callable(getattr(model, "weight_layers", None))
+    declared = [layer.module.weight for layer in weight_layers(model)] if declares else []
     weights = _unique(declared + scanned)  # declared first so that weight_layers()[0] leads
     if not weights:
         return None, [], _unique(list(model.parameters()))

@@ -14,7 +14,7 @@ from torch import nn
 
 from convemerge.data.split import TEST_SUBSET_SEED, fixed_test_subset, stratified_subset  # noqa: F401 (old path)
 from convemerge.devices import resolve_device  # noqa: F401 (old path)
-from convemerge.errors import ConfigError
+from convemerge.errors import ConfigError, GeometryError
 from convemerge.train.config import TrainConfig
 
 
@@ -136,26 +136,20 @@ def build_model(cfg: TrainConfig, data: RunData) -> nn.Module:
     geometry = {"image_size": data.image_size, "in_chans": data.in_chans, "num_classes": data.num_classes}
     try:
         return init_model(config, geometry)
-    except ConfigError as exc:
-        msg = str(exc)
-        if cfg.pad_to is None and "--pad-to" not in msg and any(k in msg for k in ("divisible", "image", "size")):
-            raise ConfigError(f"{msg} (--pad-to 32 zero-pads them on the device)") from None
+    except GeometryError as exc:  # the images do not fit the model: padding them may
+        if cfg.pad_to is None:
+            raise GeometryError(f"{exc} (--pad-to 32 zero-pads them on the device)") from None
         raise
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD / Adam over ``sgd_param_groups`` (weight decay on weights only), or β-LASSO over its groups."""
-    from convemerge.optim import BetaLasso, beta_lasso_param_groups, sgd_param_groups
+    """:func:`convemerge.optim.create_optimizer` with the config's settings."""
+    from convemerge.optim import create_optimizer
 
-    if cfg.optimizer == "beta-lasso":
-        groups = beta_lasso_param_groups(
-            model, cfg.lam, cfg.lam_first, include_bias_and_norm=cfg.regularize_bias_and_norm
-        )
-        return BetaLasso(groups, lr=cfg.lr, lam=cfg.lam, beta=cfg.beta)
-    groups = sgd_param_groups(model, cfg.weight_decay, include_bias_and_norm=cfg.regularize_bias_and_norm)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas))
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return create_optimizer(cfg.optimizer, model, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                            weight_decay=cfg.weight_decay, adam_betas=cfg.adam_betas, lam=cfg.lam,
+                            lam_first=cfg.lam_first, beta=cfg.beta,
+                            regularize_bias_and_norm=cfg.regularize_bias_and_norm)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
