@@ -13,8 +13,9 @@
 - A job naming other run ids in ``after`` (an analysis of a training run) starts only once they are done: jobs
   run in waves, each wave holding the jobs whose dependencies are finished; a job whose dependency failed fails
   without running.
-- After a train job, :func:`convemerge.experiments.postprocess.analyse_run` writes the run's analysis record
-  (description length, first-layer locality, Fig. 4 filters) next to it, so the report only reads files.
+- After a completed train job, the job's ``analyses`` (the recipe's, by default
+  :func:`convemerge.experiments.postprocess.analyse_run`) write the run's analysis record next to it, so the
+  report only reads files. The runner knows no experiment and no analysis by name.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def available_cores() -> int:
 
 
 def _needs_analysis(job: Job | dict, analyse: bool) -> bool:
-    """A completed training run without its analysis record (diverged runs have no weights worth analysing)."""
-    kind, out = (job.kind, job.out) if isinstance(job, Job) else (job["kind"], job["out"])
-    return (analyse and kind == "train" and run_status(out) == "completed"
+    """A completed training run with analyses to run and no analysis record yet (diverged runs have no weights
+    worth analysing)."""
+    kind, out, analyses = ((job.kind, job.out, job.analyses) if isinstance(job, Job)
+                           else (job["kind"], job["out"], job.get("analyses") or ()))
+    return (analyse and kind == "train" and bool(analyses) and run_status(out) == "completed"
             and not has_analysis(out))
 
 
@@ -114,9 +117,8 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
                 resume = has_checkpoints(out)
                 train(cfg, resume=resume, progress=False, verbose=False, command=command)
             if _needs_analysis(job, analyse):
-                from convemerge.experiments.postprocess import analyse_run
-
-                analyse_run(out)
+                for target in job["analyses"]:
+                    _call(target, run_dir=out)
         elif job["kind"] == "callable":
             if not is_finished(out):
                 _call(job["target"], out=str(out), **job["config"])
