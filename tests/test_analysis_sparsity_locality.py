@@ -47,7 +47,7 @@ def test_pr_matches_float64_formula_and_is_scale_invariant(values, scale):
 
 
 def test_pr_chunking_matches(monkeypatch):
-    import convemerge.analysis.locality as loc
+    import convemerge.models.locality as loc  # where the implementation lives
 
     f = torch.randn(37, 3, 4, 4)
     whole = participation_ratio(f)

@@ -262,6 +262,42 @@ def test_manifest_merges_runs_of_the_same_recipe_one_dataset_at_a_time(tmp_path)
     assert m["recipe"]["datasets"] == ["digits"]
 
 
+# ----------------------------------------------------------------------------- jobs as callables, recipe analyses
+def _recorded_analysis(run_dir: str) -> None:
+    from convemerge.runs import write_analysis
+
+    write_analysis(run_dir, {"checkpoint": "best", "epoch": 1, "train_error": 0.0, "m": 1, "weights": {},
+                             "nonzero": {}, "mdl": {}, "seconds": 0.0, "by": "the recipe's analysis"})
+
+
+def test_callable_jobs_are_named_by_module_and_function():
+    from convemerge.experiments.cnfa_jobs import cnfa_job
+    from convemerge.experiments.recipe import CallableSpec, job_name
+
+    assert CallableSpec("c", cnfa_job).target == "convemerge.experiments.cnfa_jobs:cnfa_job"
+
+    def moved(out):  # a job function that moved keeps the name its finished runs were made with
+        return out
+
+    moved.job_name = "old.module:old_job"
+    assert job_name(moved) == "old.module:old_job" == CallableSpec("m", moved).target
+
+
+def test_runner_runs_the_recipes_analyses_not_its_own(tmp_path):
+    from dataclasses import replace
+
+    from convemerge.runs import read_analysis
+
+    recipe = replace(_recipe(), analyses=("test_experiments:_recorded_analysis",))
+    jobs = recipe.jobs(tmp_path)[:1]
+    Path(jobs[0].out).mkdir(parents=True)
+    Path(jobs[0].out, "summary.json").write_text(json.dumps({"status": "completed"}))
+    rep = run_jobs(jobs, log=None)  # a completed run without its analysis record: only the analysis runs
+    assert rep.ok and read_analysis(jobs[0].out)["by"] == "the recipe's analysis"
+    quiet = replace(_recipe(), analyses=())
+    assert quiet.jobs(tmp_path)[0].analyses == () and jobs[0].run_id == quiet.jobs(tmp_path)[0].run_id
+
+
 def test_killed_runner_takes_its_workers_down(tmp_path):
     """A runner killed outright (SIGKILL: no cleanup runs) must not leave workers training into run directories
     that a restarted runner would then share with them."""

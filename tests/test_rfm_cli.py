@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from safetensors.torch import load_file
+from convemerge.runs import read_kernel_matrices
 
 from convemerge.cli import main
 
@@ -20,7 +20,7 @@ def test_rfm_command_writes_summary_and_metric(tmp_path, capsys):
     assert summary["n_train"] == 60 and summary["n_test"] == 40 and summary["dataset"] == "mnist-5k"
     assert summary["best_iter"] in (0, 1) and 0 <= summary["test_accuracy"] <= 1
     assert summary["val_accuracy"] is not None and len(summary["history"]) == 2
-    assert load_file(out / "metrics.safetensors")["M"].shape == (9, 9)
+    assert read_kernel_matrices(out)["M"].shape == (9, 9)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -29,7 +29,7 @@ def test_rfm_command_deep_model_saves_every_level(tmp_path):
     rc = main(["rfm", "--model", "deep-convrfm", "--dataset", "mnist-5k", "--n-train", "40", "--n-test", "20",
                "--n-iter", "0", "--depth", "2", "--width", "4", "--kernel", "patch-laplace", "--out", str(out)])
     assert rc == 0
-    tensors = load_file(out / "metrics.safetensors")
+    tensors = read_kernel_matrices(out)
     assert tensors["M_0"].shape == (9, 9) and tensors["M_1"].shape == (36, 36)
 
 

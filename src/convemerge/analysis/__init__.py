@@ -9,7 +9,8 @@ need) is loaded until a name is touched.
   concentration, weight sharing of first-layer filters
 - :mod:`~convemerge.analysis.mdl` — description length and Occam bounds
 - :mod:`~convemerge.analysis.agop` — (patch-)AGOP of any weight layer
-- :mod:`~convemerge.analysis.cnfa`, :mod:`~convemerge.analysis.cnfa_report` — (C)NFA tables, convergence, report
+- :mod:`~convemerge.analysis.cnfa` — (C)NFA tables and convergence (the report that writes them out is
+  :mod:`convemerge.experiments.cnfa_report`)
 - :mod:`~convemerge.analysis.filters`, :mod:`~convemerge.analysis.plots_nfa` — eigenfilters and pictures
 
 >>> from convemerge.analysis import layer_agop, nfa_table, participation_ratio   # doctest: +SKIP
@@ -18,8 +19,6 @@ need) is loaded until a name is touched.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 _EXPORTS = {
     "sparsity": ("weight_tensors", "nonzero_per_layer", "weights_per_layer", "nonzero_total", "sparsity_table"),
@@ -30,11 +29,10 @@ _EXPORTS = {
     "mdl": ("DescriptionLength", "quantize", "description_length", "dense_bound", "sparse_bound",
             "model_description_length", "min_params_to_fit"),
     "agop": ("AgopLayer", "agops", "filter_covariance", "find_weight_layers", "layer_agop", "layer_kind",
-             "resolve_layer", "sym_matrix_power", "unsupported_reason", "weight_matrix"),
+             "psd_power", "resolve_layer", "sym_matrix_power", "unsupported_reason", "weight_matrix"),
     "cnfa": ("DEFAULT_SIZES", "convergence_records", "convergence_sizes", "cosine_similarity", "cumulative_agops",
              "matrix_correlations", "nfa_convergence", "nfa_table", "pearson_correlation", "select_layers",
              "table_from_agops"),
-    "cnfa_report": ("cnfa_report",),
     "filters": ("eigenfilters", "input_agop_eigenimages", "patch_shape", "top_eigenvectors"),
     "plots_nfa": ("filter_images", "plot_agop_vs_wtw", "plot_filter_grid", "plot_nfa_convergence", "plot_nfa_table"),
 }
@@ -54,18 +52,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """``cnfa_report`` is both a submodule and its main function. Importing the submodule makes the import system
-    bind the *module* on the package, which would shadow the function for ``from convemerge.analysis import
-    cnfa_report`` depending on import order; bind the function instead. (Reach the module itself through
-    ``from convemerge.analysis.cnfa_report import ...`` or ``sys.modules``.)"""
-
-    def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and _WHERE.get(name) == name and hasattr(value, name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from convemerge.errors import ConfigError
+from convemerge.models.base import layer_kind, weight_layers
 
 __all__ = [
     "AgopLayer",
@@ -36,6 +37,7 @@ __all__ = [
     "layer_agop",
     "layer_kind",
     "resolve_layer",
+    "psd_power",
     "sym_matrix_power",
     "unsupported_reason",
     "weight_matrix",
@@ -60,33 +62,9 @@ class AgopLayer:
         return int(self.module.weight.shape[-2] if self.kind == "local" else self.module.weight.shape[0])
 
 
-def layer_kind(module: nn.Module) -> str | None:
-    """``"conv"``, ``"local"``, ``"linear"`` for a supported weight layer, else None."""
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return None if module.transposed else "conv"
-    w = getattr(module, "weight", None)
-    if (
-        isinstance(w, torch.Tensor)
-        and w.dim() == 3
-        and all(hasattr(module, a) for a in ("kernel_size", "stride", "padding", "in_size"))
-    ):
-        return "local"
-    return None
-
-
 def find_weight_layers(model: nn.Module) -> list[AgopLayer]:
-    """Weight layers ordered input → output: ``model.weight_layers()`` when the model has it, else every
-    conv / linear / locally connected module of ``named_modules()`` in registration order."""
-    if hasattr(model, "weight_layers"):
-        out = []
-        for wl in model.weight_layers():
-            kind = layer_kind(wl.module)
-            if kind is not None:
-                out.append(AgopLayer(wl.name, wl.module, kind))
-        return out
-    return [AgopLayer(n, m, k) for n, m in model.named_modules() if (k := layer_kind(m)) is not None]
+    """Weight layers ordered input → output, as :func:`convemerge.models.weight_layers` decides them."""
+    return [AgopLayer(wl.name, wl.module, k) for wl in weight_layers(model) if (k := layer_kind(wl.module))]
 
 
 def unsupported_reason(layer: AgopLayer) -> str | None:
@@ -132,16 +110,24 @@ def filter_covariance(module: nn.Module, *, per_position: bool = False) -> torch
     return w.T @ w
 
 
-def sym_matrix_power(m: torch.Tensor, power: float) -> torch.Tensor:
-    """Symmetric matrix power through ``eigh`` with eigenvalues clamped at 0 (batched over leading dims)."""
+def psd_power(m: torch.Tensor, power: float) -> torch.Tensor:
+    """``m**power`` of a symmetric positive semi-definite matrix through ``eigh``, eigenvalues clamped at 0
+    (batched over leading dims); a 1-d ``m`` is the diagonal of a diagonal matrix. ``m`` is symmetrised first
+    (eigh reads one triangle), at power 1 too. The one PSD power of the package (AGOP^p here, RFM metrics in
+    :mod:`convemerge.kernels`)."""
     if power < 0:
         raise ConfigError(f"power={power} is negative; use a power >= 0 (the AGOP is only positive semi-definite)")
+    if m.ndim == 1:
+        return m.clamp(min=0) ** power
+    m = 0.5 * (m + m.transpose(-1, -2))  # symmetrise against round-off
     if power == 1.0:
         return m
-    m = 0.5 * (m + m.transpose(-1, -2))  # eigh reads one triangle; symmetrise against round-off
     evals, evecs = torch.linalg.eigh(m)
     evals = evals.clamp(min=0.0)
     return (evecs * evals.pow(power).unsqueeze(-2)) @ evecs.transpose(-1, -2)
+
+
+sym_matrix_power = psd_power  # the former name
 
 
 _BLOCK_ROWS = 16384

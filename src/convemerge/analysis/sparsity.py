@@ -1,8 +1,8 @@
 """Sparsity of a model's weight layers: non-zero counts per layer and in total (Fig. 3 of the β-LASSO paper).
 
 Only the weights of conv / locally-connected / linear layers count (no biases, no normalisation parameters),
-as in the paper's parameter counts. A model with ``weight_layers()`` (every registered model) is read through
-it; any other ``nn.Module`` falls back to the ``weight`` of its Conv / Linear modules.
+as in the paper's parameter counts; which modules those are is decided once, by
+:func:`convemerge.models.weight_layers`.
 
 >>> import torch.nn as nn
 >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
@@ -17,25 +17,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_FALLBACK_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from convemerge.models.base import nonzero_per_layer, weight_layers, weights_per_layer
+
+__all__ = ["weight_tensors", "nonzero_per_layer", "weights_per_layer", "nonzero_total", "sparsity_table"]
 
 
 def weight_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Weight tensor of every weight layer, keyed by the layer's module name, ordered input -> output."""
-    if hasattr(model, "weight_layers"):
-        return {layer.name: layer.module.weight for layer in model.weight_layers()}
-    return {name: m.weight for name, m in model.named_modules() if isinstance(m, _FALLBACK_TYPES)}
-
-
-@torch.no_grad()
-def nonzero_per_layer(model: nn.Module) -> dict[str, int]:
-    """Number of non-zero weights of each weight layer (biases and norms excluded)."""
-    return {name: int(torch.count_nonzero(w).item()) for name, w in weight_tensors(model).items()}
-
-
-def weights_per_layer(model: nn.Module) -> dict[str, int]:
-    """Number of weights of each weight layer (what ``nonzero_per_layer`` is out of)."""
-    return {name: w.numel() for name, w in weight_tensors(model).items()}
+    """Weight tensor of every weight layer (:func:`convemerge.models.weight_layers`), keyed by the layer's module
+    name, ordered input -> output."""
+    return {layer.name: layer.module.weight for layer in weight_layers(model)}
 
 
 def nonzero_total(model: nn.Module) -> int:

@@ -72,6 +72,7 @@ def cnfa_command(
     import torch
 
     from convemerge.experiments import cnfa_run
+    from convemerge.runs import RunPaths
 
     if threads is not None:
         torch.set_num_threads(max(1, threads))
@@ -95,4 +96,4 @@ def cnfa_command(
                                        layers=layer)
         where = out or run_dir / "cnfa"
     print_table(record)
-    print(f"wrote {where / 'cnfa.json'} and {len(record.get('figures', []))} figure(s) in {where}")
+    print(f"wrote {RunPaths(where).cnfa} and {len(record.get('figures', []))} figure(s) in {where}")

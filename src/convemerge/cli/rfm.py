@@ -23,7 +23,7 @@ def rfm_command(
     n_test: Optional[int] = typer.Option(None, "--n-test", help="Subsample of the test split (default: all)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder searched first for the data files."),
     seed: int = typer.Option(0, "--seed", help="Seeds the subsamples, the validation split and the AGOP sample."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write summary.json and metrics.safetensors here."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the run summary and the learned matrices here."),
     n_iter: Optional[int] = typer.Option(None, "--n-iter", help="AGOP rounds (default: the estimator's)."),
     reg: str = typer.Option("1e-3", "--reg", help="Ridge, or 'auto' to choose it on the validation split."),
     kernel: Optional[str] = typer.Option(None, "--kernel", help="laplace|gaussian (rfm); cntk|cnngp|patch-laplace "
@@ -35,7 +35,7 @@ def rfm_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every round as it finishes."),
 ) -> None:
     """Fit on --n-train images (round and ridge chosen on a validation split of them) and report the test set."""
-    from convemerge.kernels.evaluate import fit_and_evaluate, load_image_arrays, save_run
+    from convemerge.experiments.kernel_fit import fit_and_evaluate, load_image_arrays, save_run
 
     Xtr, ytr = load_image_arrays(dataset, "train", n_train, seed, data_dir)
     Xte, yte = load_image_arrays(dataset, "test", n_test, seed, data_dir)

@@ -64,6 +64,7 @@ def train_command(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal).", rich_help_panel=_RUNTIME),
 ) -> None:
     """Train a model; writes config.yaml, metrics.jsonl, checkpoints/ and summary.json to the run directory."""
+    from convemerge.runs import RunPaths
     from convemerge.train import TrainConfig, merge_overrides, train
     from convemerge.train.config import parse_option_pairs
 
@@ -82,8 +83,8 @@ def train_command(
     )
     if config is not None:
         base = TrainConfig.from_yaml(config)
-    elif resume and out is not None and (Path(out) / "config.yaml").exists():
-        base = TrainConfig.from_yaml(Path(out) / "config.yaml")  # the run's own config; flags may only add runtime changes
+    elif resume and out is not None and RunPaths(out).config.exists():
+        base = TrainConfig.from_yaml(RunPaths(out).config)  # the run's own config; flags may only add runtime changes
     else:
         base = TrainConfig()
     cfg = merge_overrides(base, overrides)

@@ -11,11 +11,12 @@ batching with on-device augmentation.
 from .imagedata import ImageData, channel_stats
 from .loader import ImageLoader, random_crop_flip
 from .registry import clear_stats_cache, dataset_entry, list_datasets, load_dataset, register_dataset
-from .split import split_indices, train_val_split
+from .standardise import standardised_arrays
+from .split import fixed_test_subset, split_indices, stratified_subset, train_val_split
 from .synthetic import make_digit_in_noise, make_noise_row
 
 __all__ = [
     "ImageData", "ImageLoader", "channel_stats", "clear_stats_cache", "dataset_entry", "list_datasets",
     "load_dataset", "make_digit_in_noise", "make_noise_row", "random_crop_flip", "register_dataset",
-    "split_indices", "train_val_split",
+    "fixed_test_subset", "split_indices", "standardised_arrays", "stratified_subset", "train_val_split",
 ]

@@ -104,18 +104,21 @@ def verify_file(path: str | Path, spec: FileSpec, *, dataset: str) -> str:
             actual_payload = payload_digest(path)
             if actual_payload == spec.payload_sha256:
                 return "payload sha256"
+            detail = (f"expected sha256 {spec.sha256 or '-'} (payload {spec.payload_sha256}), got {actual} "
+                      f"(payload {actual_payload})")
             raise ChecksumError(
-                f"{dataset}: {path} does not match the official file: expected sha256 {spec.sha256 or '-'} "
-                f"(payload {spec.payload_sha256}), got {actual} (payload {actual_payload}); "
-                f"delete it and download it again, or pass verify=False (--no-verify) to use it anyway")
+                f"{dataset}: {path} does not match the official file: {detail}; "
+                f"delete it and download it again, or pass verify=False (--no-verify) to use it anyway", detail=detail)
+        detail = f"expected sha256 {spec.sha256}, got {actual}"
         raise ChecksumError(
-            f"{dataset}: {path} does not match the official file: expected sha256 {spec.sha256}, got {actual}; "
-            f"delete it and download it again, or pass verify=False (--no-verify) to use it anyway")
+            f"{dataset}: {path} does not match the official file: {detail}; "
+            f"delete it and download it again, or pass verify=False (--no-verify) to use it anyway", detail=detail)
     if spec.md5:
         actual = file_digest(path, "md5")
         if actual == spec.md5:
             return "md5"
+        detail = f"expected md5 {spec.md5}, got {actual}"
         raise ChecksumError(
-            f"{dataset}: {path} does not match the official file: expected md5 {spec.md5}, got {actual}; "
-            f"delete it and download it again, or pass verify=False (--no-verify) to use it anyway")
+            f"{dataset}: {path} does not match the official file: {detail}; "
+            f"delete it and download it again, or pass verify=False (--no-verify) to use it anyway", detail=detail)
     return "no published digest"

@@ -56,8 +56,7 @@ def _fetch(url: str, dest: Path, spec: FileSpec, *, dataset: str, timeout: float
         verify_file(tmp, spec, dataset=dataset)
         os.replace(tmp, dest)
     except ChecksumError as exc:
-        detail = str(exc).split(" the official file: ", 1)[-1].split("; delete")[0]
-        raise ChecksumError(f"{dataset}: the download of {url} is corrupt: {detail}; "
+        raise ChecksumError(f"{dataset}: the download of {url} is corrupt: {exc.detail}; "
                             f"try again later or fetch the file by hand") from None
     finally:
         if tmp.exists():

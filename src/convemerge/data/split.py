@@ -1,4 +1,4 @@
-"""Deterministic, seeded, stratified hold-out splits.
+"""Deterministic, seeded, stratified sampling: hold-out splits, exact-size subsets, the fixed test subsample.
 
 The validation set is always cut from the TRAIN split; the test split is never used to choose anything.
 """
@@ -57,3 +57,39 @@ def train_val_split(data: ImageData, val_fraction: float = 0.1, seed: int = 0) -
     train = data.subset(keep)
     val = replace(data.subset(held), split="val")
     return train, val
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices (sorted) of a seeded subset of exactly ``n`` samples, each class in proportion to its count.
+
+    Quotas are ``n * count / N`` rounded down, the remainder going to the classes with the largest
+    fractional parts (ties to the lower class index); inside a class the samples are drawn at random.
+    """
+    total = labels.numel()
+    if n > total:
+        raise ConfigError(f"n_train={n} exceeds the {total} training samples available; lower --n-train")
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n / total
+    quota = exact.floor().long()
+    short = n - int(quota.sum())
+    if short > 0:
+        order = torch.argsort(-(exact - quota), stable=True)
+        quota[order[:short]] += 1
+    picks = []
+    for cls, q in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        picks.append(members[torch.randperm(members.numel(), generator=g)[:q]])
+    return torch.sort(torch.cat(picks)).values
+
+
+#: seed of the test subsample (``n_test``): fixed, so every seed and every method is scored on the same images
+TEST_SUBSET_SEED = 0
+
+
+def fixed_test_subset(test, n_test: int | None):
+    """The ``n_test`` images of ``test`` every run scores on (stratified, drawn with :data:`TEST_SUBSET_SEED`);
+    all of it when ``n_test`` is None or not smaller than the split."""
+    if n_test is None or n_test >= len(test):
+        return test
+    return test.subset(stratified_subset(test.labels, n_test, TEST_SUBSET_SEED))

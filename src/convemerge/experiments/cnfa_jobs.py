@@ -9,13 +9,13 @@ experiment, under that experiment), writes :func:`~convemerge.experiments.cnfa_r
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from convemerge.errors import ConfigError
+from convemerge.runs import RunStatus, read_summary, write_summary
 
 __all__ = ["cnfa_job", "find_run_dir"]
 
@@ -25,18 +25,12 @@ def find_run_dir(out: str | Path, run: str) -> Path:
     experiment folder (identical configurations run once and are linked)."""
     out = Path(out)
     here = out.parent / run
-    if (here / "summary.json").exists():
+    if read_summary(here) is not None:
         return here
     for cand in sorted(out.parent.parent.glob(f"*/{run}")):
-        if (cand / "summary.json").exists():
+        if read_summary(cand) is not None:
             return cand
     raise ConfigError(f"training run {run} not found beside {out}; run its recipe first")
-
-
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
-    tmp.replace(path)
 
 
 def cnfa_job(out: str, *, run: str, dataset: str | None = None, seed: int = 0, images: int = 200,
@@ -52,12 +46,12 @@ def cnfa_job(out: str, *, run: str, dataset: str | None = None, seed: int = 0, i
     out_path = Path(out)
     out_path.mkdir(parents=True, exist_ok=True)
     run_dir = find_run_dir(out_path, run)
-    train_summary = json.loads((run_dir / "summary.json").read_text())
+    train_summary = read_summary(run_dir) or {}
     base = {"kind": "cnfa", "run": run, "dataset": dataset, "seed": seed}
-    status = train_summary.get("status", "completed")
-    if status != "completed":  # a diverged run has no weights worth analysing
-        record = {**base, "status": "skipped", "reason": f"training run status is {status!r}"}
-        _write_json(out_path / "summary.json", record)
+    status = train_summary.get("status", RunStatus.COMPLETED.value)
+    if status != RunStatus.COMPLETED:  # a diverged run has no weights worth analysing
+        record = {**base, "status": RunStatus.SKIPPED.value, "reason": f"training run status is {status!r}"}
+        write_summary(out_path, record)
         return record
     options: dict[str, Any] = {"n_filters": n_filters}
     if sizes is not None:
@@ -67,7 +61,7 @@ def cnfa_job(out: str, *, run: str, dataset: str | None = None, seed: int = 0, i
     final = train_summary.get("final") or {}
     record = {
         **base,
-        "status": "completed",
+        "status": RunStatus.COMPLETED.value,
         "train": {"best_val_acc": train_summary.get("best_val_acc"), "best_epoch": train_summary.get("best_epoch"),
                   "test_acc_at_best": train_summary.get("test_acc_at_best"),
                   "final_train_acc": final.get("train_acc"), "epochs_done": train_summary.get("epochs_done"),
@@ -80,5 +74,5 @@ def cnfa_job(out: str, *, run: str, dataset: str | None = None, seed: int = 0, i
         "figures": rec["figures"],
         "seconds": time.perf_counter() - start,
     }
-    _write_json(out_path / "summary.json", record)
+    write_summary(out_path, record)
     return record

@@ -1,9 +1,8 @@
 """(C)NFA of a trained run or of a pretrained ImageNet net: load the weights, rebuild the initialisation, draw
-images, and write :func:`~convemerge.analysis.cnfa_report.cnfa_report`'s table, convergence and pictures.
+images, and write :func:`~convemerge.experiments.cnfa_report.cnfa_report`'s table, convergence and pictures.
 
-- :func:`load_init_model` rebuilds a run's network as it was before its first step. The engine seeds torch with
-  the run's ``seed`` right before ``create_model`` (``convemerge.train.loop``), so the same call with the same
-  seed gives the same weights bit for bit; nothing has to be stored.
+- :func:`load_init_model` rebuilds a run's network as it was before its first step, with the function the
+  training loop built it with (:func:`convemerge.runs.init_model`); nothing has to be stored.
 - :func:`run_images` draws a seeded sample of a run's *train* split (or its validation hold-out), with exactly the
   run's split, subsample, standardisation and padding. The test split is never offered: the images are an input
   of the analysis, and nothing chosen from them may touch the test set.
@@ -19,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,46 +36,20 @@ DEFAULT_IMAGENET_OUTPUTS = 10  # 1000 backward passes per image are rarely affor
 
 
 def run_state(run_dir: str | Path, which: str = "best") -> dict[str, Any]:
-    """The ``state.json`` of a run's ``which`` checkpoint ("best", or "last"; "best" falls back to "last" for a
-    run without validation): config, geometry, epoch."""
-    from convemerge.train import find_checkpoint
+    """The saved state of a run's ``which`` checkpoint ("best", or "last"; "best" falls back to "last" for a
+    run without validation): config, geometry, epoch (:func:`convemerge.runs.read_state`)."""
+    from convemerge.runs import read_state
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} not found; pass the --out folder of a training run")
-    if which not in ("best", "last"):
-        raise ConfigError(f"which={which!r} is invalid: choose best or last")
-    found = find_checkpoint(run_dir / "checkpoints" / which)
-    if found is None and which == "best":
-        found, which = find_checkpoint(run_dir / "checkpoints" / "last"), "last"
-    if found is None:
-        raise ConfigError(f"{run_dir} has no complete checkpoint; train it first (or resume it with --resume)")
-    state = json.loads((found / "state.json").read_text())
-    state["checkpoint"] = which
-    return state
-
-
-def _create(state: dict[str, Any]) -> nn.Module:
-    from convemerge.models import create_model
-
-    cfg, geo = state["config"], state["geometry"]
-    size = geo["image_size"]
-    return create_model(cfg["model"], alpha=cfg.get("alpha"), image_size=tuple(size) if isinstance(size, list)
-                        else size, in_chans=geo["in_chans"], num_classes=geo["num_classes"],
-                        **(cfg.get("model_options") or {}))
+    return read_state(run_dir, which, fallback=True)
 
 
 def load_init_model(run_dir: str | Path) -> nn.Module:
-    """The run's model at initialisation (eval mode, CPU), rebuilt from its config and seed.
+    """The run's model at initialisation (eval mode, CPU), rebuilt from its config and seed by
+    :func:`convemerge.runs.init_model`, the function the training loop builds it with. The global RNG of the
+    caller is left as it was."""
+    from convemerge.runs import load_run_model
 
-    Reproduces the engine exactly: it calls ``torch.manual_seed(seed)`` and then ``create_model`` with the
-    run's geometry. The global RNG of the caller is left as it was.
-    """
-    state = run_state(run_dir)  # any checkpoint: they share the config
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(state["config"]["seed"]))
-        model = _create(state)
-    return model.eval()
+    return load_run_model(run_dir, "init")
 
 
 def _train_config(state: dict[str, Any], dataset: str | None, data_dir: str | Path | None):
@@ -100,7 +72,7 @@ def run_images(run_dir: str | Path, n: int = DEFAULT_RUN_IMAGES, *, split: str =
     run's seed), standardised with the run's training statistics — the scale the network was trained on.
     """
     from convemerge.data import ImageLoader, load_dataset
-    from convemerge.train.setup import pad_batch, prepare_data
+    from convemerge.train import pad_batch, prepare_data
 
     if split not in ("train", "val"):
         raise ConfigError(f"split={split!r}: choose train or val (the test split is never used for the analysis)")
@@ -131,11 +103,10 @@ def run_images(run_dir: str | Path, n: int = DEFAULT_RUN_IMAGES, *, split: str =
 
 
 def _write_source(out: Path, record: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    from convemerge.runs import RunPaths, atomic_write_json
+
     record = {"source": source, **record}
-    path = out / "cnfa.json"
-    tmp = path.with_name(".cnfa.json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_json(RunPaths(out).cnfa, record, indent=2)
     return record
 
 
@@ -152,8 +123,8 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
     ``tables_by_power`` ({"0.5": table, ...}: the same table against AGOP^p, on the same images).
     """
     from convemerge.analysis.cnfa import nfa_table
-    from convemerge.analysis.cnfa_report import cnfa_report, finite_json
-    from convemerge.train import load_run_model
+    from convemerge.experiments.cnfa_report import cnfa_report
+    from convemerge.runs import json_safe, load_run_model
 
     run_dir = Path(run_dir)
     state = run_state(run_dir, which)
@@ -168,7 +139,7 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
     if extra_powers:
         agop_options = {k: v for k, v in report_options.items() if k not in ("n_filters", "plot_layers", "dpi")}
         record["tables_by_power"] = {
-            f"{p:g}": finite_json(nfa_table(model, x, init_model=init, power=p, layers=layers, **agop_options))
+            f"{p:g}": json_safe(nfa_table(model, x, init_model=init, power=p, layers=layers, **agop_options))
             for p in extra_powers}
     cfg = state["config"]
     source = {"kind": "run", "run": run_dir.name, "checkpoint": state["checkpoint"], "epoch": state.get("epoch"),
@@ -201,7 +172,7 @@ def cnfa_for_imagenet(name: str, weights: str | Path, images_dir: str | Path, ou
     outputs). The pretrained net's own initialisation is unknown; with ``random_init`` a fresh random net of the
     same architecture (``init_seed``) stands in for it, so the "init" columns are a chance baseline.
     """
-    from convemerge.analysis.cnfa_report import cnfa_report
+    from convemerge.experiments.cnfa_report import cnfa_report
     from convemerge.models.imagenet import build_imagenet_model, load_image_folder, load_imagenet_model
 
     if outputs is not None and outputs < 1:

@@ -3,10 +3,10 @@
 :func:`kernel_job` is listed with ``CallableSpec`` once per (method, n); the runner calls it per dataset and seed as
 ``kernel_job(out=<job dir>, method=..., n_train=..., dataset=..., seed=..., **kwargs)``. It draws the ``n_train``
 training images (stratified, from ``seed``) and the test images exactly as a training run with the same
-``n_test`` does (:func:`convemerge.train.setup.fixed_test_subset`, one fixed subsample for every seed and method),
+``n_test`` does (:func:`convemerge.data.fixed_test_subset`, one fixed subsample for every seed and method),
 fits the estimator — whose round is chosen on a validation split carved from the ``n_train`` images — and writes into
-``out``: ``summary.json`` (accuracies, chosen round, per-round history, timings), ``metrics.safetensors`` (the
-learned metric(s)) and, when validation chose a learned metric (round ≥ 1), ``eigenfilters.png`` (the top
+``out``: its summary (accuracies, chosen round, per-round history, timings), the learned metric(s)
+(:func:`convemerge.runs.write_kernel_matrices`) and, when validation chose a learned metric (round ≥ 1), ``eigenfilters.png`` (the top
 eigenvectors of M as patches, or as images for RFM).
 """
 
@@ -21,7 +21,7 @@ from convemerge.errors import ConfigError
 
 __all__ = ["kernel_job", "kernel_arrays", "METHODS"]
 
-#: methods a job can fit (see :data:`convemerge.kernels.evaluate.MODELS`); the vanilla CNN is a training arm
+#: methods a job can fit (see :data:`convemerge.experiments.kernel_fit.MODELS`); the vanilla CNN is a training arm
 METHODS = ("laplace", "rfm", "cntk", "convrfm", "deep-convrfm")
 
 
@@ -30,8 +30,8 @@ def kernel_arrays(dataset: str, n_train: int, seed: int, n_test: int | None = No
     """(X_train, y_train, X_test, y_test): ``n_train`` stratified training images drawn with ``seed`` and the
     test subsample every run with this ``n_test`` scores on; standardised with the train split's statistics."""
     from convemerge.data import load_dataset
-    from convemerge.kernels.evaluate import standardised_arrays
-    from convemerge.train.setup import derived_seed, fixed_test_subset, stratified_subset
+    from convemerge.data import fixed_test_subset, standardised_arrays, stratified_subset
+    from convemerge.train import derived_seed
 
     opts = dict(dataset_options or {})
     train = load_dataset(dataset, "train", root=data_dir, **opts)
@@ -74,7 +74,7 @@ def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int =
     images of ``dataset`` and score the test subsample; writes ``summary.json`` (and the metric) in ``out``.
     ``dataset_options`` maps dataset names to their ``load_dataset`` options (e.g. ``{"noise-row": {"sigma":
     3}}``), so one recipe entry serves every dataset."""
-    from convemerge.kernels.evaluate import fit_and_evaluate, save_run
+    from convemerge.experiments.kernel_fit import fit_and_evaluate, save_run
 
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}")
@@ -90,5 +90,5 @@ def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int =
     record = {"kind": "kernel", "status": "completed", "method": method, "dataset": dataset, "seed": seed,
               "dataset_options": data_opts, "image_shape": list(image_shape), "eigenfilters": picture, **summary,
               "seconds": time.perf_counter() - start}
-    paths = save_run(out_path, record, est)  # metrics.safetensors, then summary.json (the finished marker)
+    paths = save_run(out_path, record, est)  # the matrices, then the summary (the finished marker)
     return {"summary": str(paths["summary"])}

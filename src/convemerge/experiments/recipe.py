@@ -4,10 +4,13 @@ A :class:`Recipe` lists :class:`Arm` s (one model with one optimizer: its fixed 
 tuned on the validation split) and the datasets and seeds they run on. :meth:`Recipe.jobs` expands it into a flat
 list of :class:`Job` s, each a full set of ``TrainConfig`` fields with a stable run id (a hash of those fields) and
 its run directory ``out/<experiment>/<run_id>``. A job may also be a *callable* (``kind="callable"``): a function
-named ``"module:function"`` called as ``fn(out=<run dir>, **config)``, which must write ``summary.json`` there
+(given as itself, or as ``"module:function"``; its ``"module:function"`` name enters the run id, see
+:func:`job_name`) called as ``fn(out=<run dir>, **config)``, which must write its summary there
 when done — the hook for experiments that are not a training run (kernel machines, AGOP analyses). A callable
 with ``per_run`` analyses finished training runs: one job per run of the named arms, given that run's id as
-``run`` and listed with it in :attr:`Job.after`, so the runner starts it only once the run is done.
+``run`` and listed with it in :attr:`Job.after`, so the runner starts it only once the run is done. After each
+training run the runner calls the recipe's :attr:`Recipe.analyses` (``fn(run_dir)``, writing the run's analysis
+record), so the runner itself knows no analysis.
 
 Example::
 
@@ -23,14 +26,27 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convemerge.errors import ConfigError
 
-__all__ = ["Arm", "Recipe", "Job", "CallableSpec", "run_id", "EXECUTION_FIELDS", "grid_points"]
+__all__ = ["Arm", "Recipe", "Job", "CallableSpec", "run_id", "EXECUTION_FIELDS", "grid_points", "job_name",
+           "DEFAULT_ANALYSES"]
+
+#: what runs after every training run unless a recipe says otherwise: the per-run analysis record
+DEFAULT_ANALYSES = ("convemerge.experiments.postprocess:analyse_run",)
+
+
+def job_name(fn: str | Callable[..., Any]) -> str:
+    """The ``"module:function"`` name of a job function: what the runner imports, what the manifest records and
+    what enters the run id. A function that moved keeps the name its finished runs were made with by carrying a
+    ``job_name`` attribute (set it to the old ``"module:function"``)."""
+    if isinstance(fn, str):
+        return fn
+    return getattr(fn, "job_name", None) or f"{fn.__module__}:{fn.__qualname__}"
 
 # TrainConfig fields that change where or how fast a run executes, not what it computes: left out of the run id
 # so the same recipe gives the same ids on a laptop and on a cluster.
@@ -115,7 +131,7 @@ class CallableSpec:
     """A non-training job of a recipe: ``target`` ("module:function") called with ``kwargs`` and ``out``."""
 
     name: str
-    target: str
+    target: str | Callable[..., Any]  # the job function, or its "module:function" name (stored as the name)
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     per_seed: bool = True  # one job per seed (kwargs get "seed") or a single job
     per_dataset: bool = True  # one job per dataset (kwargs get "dataset") or a single job
@@ -124,6 +140,9 @@ class CallableSpec:
     # arm names: instead of the above, one job per training run of these arms, run after it; kwargs get "run"
     # (its run id, a sibling folder of the job's own), "dataset" and "seed"
     per_run: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", job_name(self.target))
 
 
 @dataclass(frozen=True)
@@ -141,19 +160,21 @@ class Job:
     out: str  # run directory
     target: str | None = None  # "module:function" for callables
     after: tuple[str, ...] = ()  # run ids that must finish before this job starts (analyses of a training run)
+    analyses: tuple[str, ...] = ()  # train jobs: "module:function"s called as fn(run_dir) once the run completed
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "experiment": self.experiment, "arm": self.arm, "dataset": self.dataset,
             "seed": self.seed, "hparams": _canonical(dict(self.hparams)), "config": _canonical(dict(self.config)),
             "run_id": self.run_id, "out": self.out, "target": self.target, "after": list(self.after),
+            "analyses": list(self.analyses),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Job:
         fields = {k: d.get(k) for k in ("kind", "experiment", "arm", "dataset", "seed", "hparams", "config",
                                         "run_id", "out", "target")}
-        return cls(**fields, after=tuple(d.get("after") or ()))
+        return cls(**fields, after=tuple(d.get("after") or ()), analyses=tuple(d.get("analyses") or ()))
 
 
 @dataclass(frozen=True)
@@ -172,8 +193,10 @@ class Recipe:
     callables: tuple[CallableSpec, ...] = ()
     description: str = ""  # one paragraph for the report: what is run and how it differs from the paper
     notes: Mapping[str, Any] = field(default_factory=dict)  # free-form settings the report reads (e.g. fit target)
+    analyses: tuple[str | Callable[..., Any], ...] = DEFAULT_ANALYSES  # called as fn(run_dir) after each train run
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "analyses", tuple(job_name(a) for a in self.analyses))
         names = [a.name for a in self.arms] + [c.name for c in self.callables]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -225,7 +248,7 @@ class Recipe:
                         # the same config under two arms stays listed under both (the runner runs it once)
                         rid = run_id(config)
                         jobs.append(Job("train", self.name, arm.name, dataset, seed, point, config, rid,
-                                        str(root / rid)))
+                                        str(root / rid), analyses=self.analyses))
         trained = list(jobs)
         for spec in self.callables:
             if spec.per_run:

@@ -10,7 +10,6 @@ The report (``convemerge report <out>``) reads only these files.
 
 from __future__ import annotations
 
-import json
 import platform
 import shlex
 import sys
@@ -23,10 +22,11 @@ from typing import Any
 from convemerge.experiments.recipe import Job, Recipe
 from convemerge.experiments.registry import expand_experiments, get_recipe
 from convemerge.experiments.runner import RunReport, run_jobs
+from convemerge.runs import EXPERIMENT_MANIFEST, atomic_write_json, manifest_path, read_json
 
 __all__ = ["ReproduceResult", "reproduce", "select_arms", "write_manifest", "read_manifest", "MANIFEST", "default_out"]
 
-MANIFEST = "manifest.json"
+MANIFEST = EXPERIMENT_MANIFEST  # kept for old imports
 
 
 def default_out(scale: str) -> Path:
@@ -43,8 +43,7 @@ def write_manifest(recipe: Recipe, jobs: list[Job], out: str | Path, *, command:
     """Write ``<out>/<experiment>/manifest.json`` (atomically) and return its path."""
     from convemerge import __version__
 
-    path = Path(out) / recipe.name / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = manifest_path(out, recipe.name)
     recipe_dict = recipe.to_dict()
     job_dicts = [j.to_dict() | {"out": str(Path(j.out).relative_to(Path(out)))} for j in jobs]
     recipe_dict, job_dicts = _merge_previous(path, recipe_dict, job_dicts)
@@ -58,20 +57,15 @@ def write_manifest(recipe: Recipe, jobs: list[Job], out: str | Path, *, command:
         "recipe": recipe_dict,
         "jobs": job_dicts,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, record)
     return path
 
 
 def _merge_previous(path: Path, recipe: dict, jobs: list[dict]) -> tuple[dict, list[dict]]:
     """Keep the jobs of an earlier run of the same recipe that only differed in its datasets or seeds (e.g. one
     ``--dataset`` at a time), so the report covers all of them; a changed recipe replaces the manifest."""
-    if not path.exists():
-        return recipe, jobs
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
+    old = read_json(path)
+    if not isinstance(old, dict):
         return recipe, jobs
     old_recipe = old.get("recipe") or {}
 
@@ -95,7 +89,11 @@ def _merge_previous(path: Path, recipe: dict, jobs: list[dict]) -> tuple[dict, l
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """A manifest, with each job's ``out`` resolved against the runs folder (two levels up)."""
     path = Path(path)
-    record = json.loads(path.read_text())
+    record = read_json(path)
+    if not isinstance(record, dict):
+        from convemerge.errors import ConfigError
+
+        raise ConfigError(f"{path} is missing or not valid JSON; rerun `convemerge reproduce`")
     root = path.parent.parent
     for job in record.get("jobs", []):
         job["out"] = str(root / job["out"])

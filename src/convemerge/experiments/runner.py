@@ -1,25 +1,26 @@
 """Execute jobs: skip finished runs, resume interrupted ones, in N local worker processes or as Ray tasks.
 
-- A job is *finished* when its run directory holds ``summary.json`` with a final status; it is then skipped.
+- A job is *finished* when its run directory holds a summary with a final status (:class:`convemerge.runs.RunStatus`:
+  ``failed`` is not final); it is then skipped.
   A directory with a checkpoint but no summary is an interrupted run and is resumed (``train(..., resume=True)``).
 - The same run id in several experiments (identical configs) runs once; the other experiment directories get a
   relative symbolic link to it.
 - ``workers`` local processes (spawned, so no thread pools are inherited) each set ``torch.set_num_threads(
   cores // workers)``. With ``ray_address`` the same jobs become Ray tasks (``num_cpus`` = threads per job); the
   run directories must then be on a filesystem every Ray node sees. ``ray_address="local"`` starts a local Ray.
-- A job that raises is recorded (``error.txt`` in its run directory) and the others go on; the returned
+- A job that raises is recorded (an error file in its run directory) and the others go on; the returned
   :class:`RunReport` lists failures.
 - A job naming other run ids in ``after`` (an analysis of a training run) starts only once they are done: jobs
   run in waves, each wave holding the jobs whose dependencies are finished; a job whose dependency failed fails
   without running.
-- After a train job, :func:`convemerge.experiments.postprocess.analyse_run` writes ``analysis.json`` (description
-  length, first-layer locality, Fig. 4 filters) next to the run, so the report only reads files.
+- After a completed train job, the job's ``analyses`` (the recipe's, by default
+  :func:`convemerge.experiments.postprocess.analyse_run`) write the run's analysis record next to it, so the
+  report only reads files. The runner knows no experiment and no analysis by name.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 import traceback
@@ -32,11 +33,9 @@ from typing import Any
 
 from convemerge.errors import ConfigError
 from convemerge.experiments.recipe import Job
+from convemerge.runs import clear_error, has_analysis, has_checkpoints, is_finished, run_status, write_error
 
 __all__ = ["RunReport", "run_jobs", "execute_job", "is_finished", "run_status", "available_cores"]
-
-_NOT_FINAL = ("incomplete", "running", "interrupted", "failed")  # statuses of a run that may go on
-
 
 def available_cores() -> int:
     """CPU cores this process may use."""
@@ -46,27 +45,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_status(run_dir: str | Path) -> str | None:
-    """The ``status`` of ``run_dir``'s ``summary.json`` (None when absent or torn)."""
-    try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return summary.get("status", "completed") if isinstance(summary, dict) else None
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a final ``summary.json`` (a torn or non-final one does not count; a diverged run
-    is final: rerunning it would diverge again)."""
-    status = run_status(run_dir)
-    return status is not None and status not in _NOT_FINAL
-
-
 def _needs_analysis(job: Job | dict, analyse: bool) -> bool:
-    """A completed training run without its analysis record (diverged runs have no weights worth analysing)."""
-    kind, out = (job.kind, job.out) if isinstance(job, Job) else (job["kind"], job["out"])
-    return (analyse and kind == "train" and run_status(out) == "completed"
-            and not (Path(out) / "analysis.json").exists())
+    """A completed training run with analyses to run and no analysis record yet (diverged runs have no weights
+    worth analysing)."""
+    kind, out, analyses = ((job.kind, job.out, job.analyses) if isinstance(job, Job)
+                           else (job["kind"], job["out"], job.get("analyses") or ()))
+    return (analyse and kind == "train" and bool(analyses) and run_status(out) == "completed"
+            and not has_analysis(out))
 
 
 @dataclass
@@ -134,7 +119,7 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
                 command: str | None = None, set_threads: bool = True) -> dict[str, Any]:
     """Run one job (a :meth:`Job.to_dict`) to completion in this process; returns ``{"run_id", "status",
     "seconds", "cpu_seconds", "error"}``. Never raises for the job's own errors (they are returned and written to
-    error.txt). ``threads`` is the run's torch thread count; ``set_threads`` also makes it this process's default
+    its error file). ``threads`` is the run's torch thread count; ``set_threads`` also makes it this process's default
     (right in a worker, not in the caller's own process)."""
     start, cpu = time.perf_counter(), time.process_time()
     out = Path(job["out"])
@@ -142,7 +127,7 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
         if threads and set_threads:
             _init_worker(threads)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "error.txt").unlink(missing_ok=True)
+        clear_error(out)
         if job["kind"] == "train":
             if not is_finished(out):
                 from convemerge.train import TrainConfig, train
@@ -152,12 +137,11 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
                     fields["num_threads"] = threads
                 cfg = TrainConfig.from_dict(fields, source=f"job {job['run_id']}")
                 # an interrupted run (a config and a checkpoint are there) continues where it stopped
-                resume = (out / "config.yaml").exists() and (out / "checkpoints").exists()
+                resume = has_checkpoints(out)
                 train(cfg, resume=resume, progress=False, verbose=False, command=command)
             if _needs_analysis(job, analyse):
-                from convemerge.experiments.postprocess import analyse_run
-
-                analyse_run(out)
+                for target in job["analyses"]:
+                    _call(target, run_dir=out)
         elif job["kind"] == "callable":
             if not is_finished(out):
                 _call(job["target"], out=str(out), **job["config"])
@@ -172,7 +156,7 @@ def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool =
             raise
         line = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         try:
-            (out / "error.txt").write_text(line + "\n\n" + traceback.format_exc())
+            write_error(out, line + "\n\n" + traceback.format_exc())
         except OSError:
             pass
         return {"run_id": job["run_id"], "status": "failed", "seconds": time.perf_counter() - start,
@@ -245,7 +229,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
                 f"({result.get('cpu_seconds', 0.0):.1f} s CPU)")
         else:
             report.failed[rid] = result["error"]
-            log(f"[{done}/{total}] {job.experiment}/{rid} FAILED: {result['error']} (see {job.out}/error.txt)")
+            log(f"[{done}/{total}] {job.experiment}/{rid} FAILED: {result['error']} (see the error file in {job.out})")
 
     def link_twins() -> None:
         for job in list(twins):
@@ -272,8 +256,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, ray_address: str | None =
                 bad = [r for r in j.after if r in report.failed or r in waiting]
                 if bad:
                     line = f"DependencyError: needs run {bad[0]}, which failed or cannot run"
-                    Path(j.out).mkdir(parents=True, exist_ok=True)
-                    (Path(j.out) / "error.txt").write_text(line + "\n")
+                    write_error(j.out, line + "\n")
                     record({"run_id": j.run_id, "status": "failed", "seconds": 0.0, "error": line})
                 else:
                     ready.append(j.to_dict())

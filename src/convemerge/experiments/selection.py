@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_NOT_FINAL = ("incomplete", "running", "interrupted", "failed")
+from convemerge.runs import is_final
 
 __all__ = ["Candidate", "Selection", "mean_std", "candidates_by_arm", "select", "select_all", "hparams_key"]
 
@@ -122,7 +122,7 @@ def candidates_by_arm(jobs: Iterable[Mapping[str, Any]], summaries: Mapping[str,
         seeds_per_group.setdefault(gkey, set()).add(job.get("seed"))
         summary = summaries.get(job["run_id"])
         # a run still going (or stopped half-way) is not a finished seed; a diverged one is (it was tried)
-        finished = bool(summary) and summary.get("status") not in _NOT_FINAL
+        finished = bool(summary) and is_final(summary.get("status", "completed"))
         cand.run_ids.append(job["run_id"])
         cand.seeds.append(job.get("seed"))
         cand.val.append(summary.get(val_key) if finished else None)

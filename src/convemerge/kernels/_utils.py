@@ -1,4 +1,5 @@
-"""Small shared helpers: device/dtype resolution, PSD matrix powers, metric normalisation, block sizes."""
+"""Small shared helpers: dtype resolution, metric normalisation, block sizes (PSD powers and devices have their
+owners: :func:`convemerge.analysis.agop.psd_power`, :func:`convemerge.devices.resolve_device`)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,14 @@ import math
 import numpy as np
 import torch
 
+from convemerge.analysis.agop import psd_power  # noqa: F401 (the one PSD matrix power)
+from convemerge.devices import resolve_device  # noqa: F401 (the one device resolver)
 from convemerge.errors import ConfigError
 
 #: Default memory budget of one block, in tensor elements (2**25 float64 elements = 256 MiB).
 DEFAULT_BLOCK_ELEMENTS = 2**25
 
 NORMALIZATIONS = ("max", "frobenius", "trace", "none")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from exc
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -39,16 +32,6 @@ def to_tensor(X, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(X, torch.Tensor):
         return X.detach().to(device=device, dtype=dtype).clone()
     return torch.from_numpy(np.array(X, dtype=np.float64 if dtype == torch.float64 else np.float32)).to(device)
-
-
-def psd_power(A: torch.Tensor, power: float) -> torch.Tensor:
-    """``A**power`` for a symmetric PSD matrix (or a vector = diagonal matrix); negative eigenvalues clamp to 0."""
-    if A.ndim == 1:
-        return A.clamp(min=0) ** power
-    if power == 1.0:
-        return 0.5 * (A + A.T)
-    vals, vecs = torch.linalg.eigh(0.5 * (A + A.T))
-    return (vecs * vals.clamp(min=0) ** power) @ vecs.T
 
 
 def normalize_metric(M: torch.Tensor, how: str) -> torch.Tensor:

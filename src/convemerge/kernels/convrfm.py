@@ -202,7 +202,9 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
         return (C, H, W) if level == 0 else (int(self.width), H, W)
 
     def _make_kernel(self, M):
-        level = self._level
+        return self._kernel_at(M, self._level)  # the level being fitted
+
+    def _kernel_at(self, M, level: int):
         return ConvolutionalKernel(self._level_shape(level), kind=self.kernel, patch_size=int(self.patch_size),
                                    depth=int(self.depth) - level, pool=self.pool, M=M,
                                    bandwidth=float(self.bandwidth), block_elements=self._block)
@@ -241,7 +243,7 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
     def _raw_predict(self, X) -> torch.Tensor:
         check_is_fitted(self, "coef_")
         Xt = self._transform_input(X)
-        self._level = int(self.depth) - 1
-        kernel = self._make_kernel(self.M_)
-        return kernel.predict(self._features(Xt, self._level), self._features(self.X_fit_, self._level),
+        last = int(self.depth) - 1  # read only: predicting leaves the fitted estimator as it was
+        kernel = self._kernel_at(self.M_, last)
+        return kernel.predict(self._features(Xt, last), self._features(self.X_fit_, last),
                               self.coef_)

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from convemerge.errors import ConfigError
+from convemerge.errors import ConfigError, GeometryError
 
 __all__ = ["LocallyConnected2d", "locally_connected2d", "output_size"]
 
@@ -293,7 +293,7 @@ class LocallyConnected2d(nn.Module):
             )
         self.out_size = output_size(self.in_size, self.kernel_size, self.stride, self.padding)
         if min(self.out_size) < 1:
-            raise ConfigError(
+            raise GeometryError(
                 f"kernel {self.kernel_size} with padding {self.padding} does not fit an input of size "
                 f"{self.in_size}; use a smaller kernel or more padding"
             )

@@ -5,7 +5,15 @@
 ``weight_layers()``, ``first_layer_filters()`` and ``count_weights()``. See docs/models.md.
 """
 
-from convemerge.models.base import ConvemergeModel, WeightLayer, count_weights, layer_kind
+from convemerge.models.base import (
+    ConvemergeModel,
+    WeightLayer,
+    count_weights,
+    layer_kind,
+    nonzero_per_layer,
+    weight_layers,
+    weights_per_layer,
+)
 from convemerge.models.registry import create_model, list_models, model_defaults, model_options, register_model
 
 # Importing the family modules registers their builders, in this order.
@@ -20,5 +28,8 @@ __all__ = [
     "list_models",
     "model_defaults",
     "model_options",
+    "nonzero_per_layer",
     "register_model",
+    "weight_layers",
+    "weights_per_layer",
 ]

@@ -16,7 +16,7 @@ Weights (HW = H·W, the paper's s²):
 
 from __future__ import annotations
 
-from convemerge.errors import ConfigError
+from convemerge.errors import ConfigError, GeometryError
 from convemerge.models.registry import register_model
 from convemerge.models.stack import LayerStack, StackBuilder, check_dropout
 
@@ -32,7 +32,7 @@ def deep_model(kind: str, *, alpha: int, image_size: tuple[int, int], in_chans: 
     name = f"d-{kind}"
     h, w = image_size
     if h % 16 or w % 16:
-        raise ConfigError(
+        raise GeometryError(
             f"{name} needs an image side divisible by 16 (four stride-2 layers), got {h}x{w}; pad the images"
         )
     rate = check_dropout(dropout)

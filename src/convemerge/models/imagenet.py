@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from convemerge.errors import ConfigError, DataError
+from convemerge.models.resnet import BasicBlock
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -79,29 +80,6 @@ class VGG11(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-class BasicBlock(nn.Module):
-    """Two 3×3 convs with batch norm and an identity (or 1×1 conv + BN ``downsample``) shortcut."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
 class ResNet18(nn.Module):
     """torchvision's ResNet18: 7×7/2 stem + 3×3/2 max pool, four stages of two BasicBlocks
     (64, 128, 256, 512 channels), global average pool, ``fc``."""
@@ -115,7 +93,8 @@ class ResNet18(nn.Module):
         widths, inplanes = (64, 128, 256, 512), 64
         for i, planes in enumerate(widths):
             stride = 1 if i == 0 else 2
-            stage = nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes))
+            stage = nn.Sequential(BasicBlock(inplanes, planes, stride, shortcut="downsample"),
+                                  BasicBlock(planes, planes, shortcut="downsample"))
             self.add_module(f"layer{i + 1}", stage)
             inplanes = planes
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))

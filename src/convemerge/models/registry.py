@@ -5,6 +5,12 @@ its keyword defaults are the model's defaults (``alpha``'s default is the paper'
 its keyword-only parameters are the options ``create_model`` accepts. ``image_size`` reaches the builder as
 an ``(H, W)`` pair.
 
+``alpha`` has one meaning for every family: the paper's size parameter α, the number of channels of the
+family's first layer (S-CONV / S-LOCAL / D-* / ResNet18: base channel count; S-FC: the same α, read as the
+channels of the S-CONV it mimics; vanilla-cnn: its channel count, also spelled ``width``). 3-FC has no channels:
+at α it gets the hidden width whose weight count matches S-FC at the same α (``width`` / ``target_params`` set
+the size directly instead). ``alpha=None`` is the family's paper default; families without α ignore it.
+
 Example::
 
     >>> from convemerge.models import create_model, count_weights
@@ -77,8 +83,8 @@ def _image_size(value) -> tuple[int, int]:
     return (side, side)
 
 
-def create_model(name: str, *, alpha: int | None = None, image_size, in_chans: int, num_classes: int,
-                 **options):
+def create_model(name: str, *, alpha: int | None = None, image_size=None, in_chans: int | None = None,
+                 num_classes: int | None = None, **options):
     """Build a registered model on the current default device.
 
     ``alpha=None`` takes the model's default width; ``image_size`` is a side or an ``(H, W)`` pair. Unknown
@@ -86,6 +92,11 @@ def create_model(name: str, *, alpha: int | None = None, image_size, in_chans: i
     on the meta device to count weights without memory: ``with torch.device("meta"): create_model(...)``.
     """
     fn = _builder(name)
+    missing = [k for k, v in (("image_size", image_size), ("in_chans", in_chans), ("num_classes", num_classes))
+               if v is None]
+    if missing:
+        raise ConfigError(f"create_model({name!r}) needs {', '.join(missing)} (the input geometry), e.g. "
+                          f"create_model({name!r}, image_size=28, in_chans=1, num_classes=10)")
     allowed = model_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:

@@ -24,29 +24,45 @@ from convemerge.models.stack import check_dropout
 __all__ = ["BasicBlock", "ResNet18", "resnet18"]
 
 
-def _conv(in_shape, out: int, k: int, stride: int) -> tuple[nn.Conv2d, tuple[int, int, int]]:
+def _conv(in_shape, out: int, k: int, stride: int) -> tuple[nn.Conv2d, tuple[int, int, int] | int]:
+    """A bias-free k×k conv with "same" padding and what it outputs: (C, H, W) when ``in_shape`` is one (recorded
+    on the conv), else just the channel count."""
+    if isinstance(in_shape, int):
+        return nn.Conv2d(in_shape, out, k, stride=stride, padding=k // 2, bias=False), out
     conv = set_input_shape(nn.Conv2d(in_shape[0], out, k, stride=stride, padding=k // 2, bias=False), in_shape)
     return conv, (out, *output_size(in_shape[1:], k, stride, k // 2))
 
 
 class BasicBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN plus the identity (or a 1×1 conv + BN projection), then ReLU."""
+    """conv-BN-ReLU-conv-BN plus the identity (or a 1×1 conv + BN projection), then ReLU: the one residual block
+    of the package (the paper's ResNet18 here, torchvision's layout in :mod:`convemerge.models.imagenet`).
 
-    def __init__(self, in_shape: tuple[int, int, int], planes: int, stride: int, k: int):
+    ``in_shape``: the (C, H, W) the block sees (its convs then record their input geometry), or just C.
+    ``shortcut``: the attribute holding the projection — ``"shortcut"`` (an empty ``nn.Sequential`` when there is
+    none; this package's checkpoints) or ``"downsample"`` (None when there is none; torchvision's weights).
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int] | int, planes: int, stride: int = 1, k: int = 3, *,
+                 shortcut: str = "shortcut"):
         super().__init__()
+        if shortcut not in ("shortcut", "downsample"):
+            raise ValueError(f"shortcut={shortcut!r}: choose 'shortcut' or 'downsample'")
+        self._shortcut = shortcut
+        in_chans = in_shape if isinstance(in_shape, int) else in_shape[0]
         self.conv1, mid = _conv(in_shape, planes, k, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2, self.out_shape = _conv(mid, planes, k, 1)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_shape[0] != planes:
-            proj, _ = _conv(in_shape, planes, 1, stride)
-            self.shortcut = nn.Sequential(proj, nn.BatchNorm2d(planes))
+        proj = None
+        if stride != 1 or in_chans != planes:
+            proj = nn.Sequential(_conv(in_shape, planes, 1, stride)[0], nn.BatchNorm2d(planes))
+        setattr(self, shortcut, proj if proj is not None or shortcut == "downsample" else nn.Sequential())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj = getattr(self, self._shortcut)
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(out + (x if proj is None else proj(x)))
 
 
 class ResNet18(ConvemergeModel):

@@ -14,7 +14,7 @@ Weights (H×W images, HW = H·W; the paper's s² with c_in = 3):
 
 from __future__ import annotations
 
-from convemerge.errors import ConfigError
+from convemerge.errors import ConfigError, GeometryError
 from convemerge.models.registry import register_model
 from convemerge.models.stack import LayerStack, StackBuilder, check_dropout
 
@@ -29,7 +29,7 @@ def shallow_model(kind: str, *, alpha: int, image_size: tuple[int, int], in_chan
     name = f"s-{kind}"
     h, w = image_size
     if h % 2 or w % 2:
-        raise ConfigError(f"{name} needs an even image side (stride 2 halves it), got {h}x{w}; pad the images")
+        raise GeometryError(f"{name} needs an even image side (stride 2 halves it), got {h}x{w}; pad the images")
     rate = check_dropout(dropout)
     b = StackBuilder((in_chans, h, w), name)
     if kind == "conv":

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from convemerge.errors import ConfigError
+from convemerge.errors import ConfigError, GeometryError
 from convemerge.layers import LocallyConnected2d
 from convemerge.layers.local import output_size
 from convemerge.models.base import ConvemergeModel, set_input_shape
@@ -57,7 +57,7 @@ class StackBuilder:
             raise RuntimeError(f"{kind} layer after flatten in {self.model}")  # builder bug
         hw = output_size(self.shape[1:], k, stride, padding)
         if min(hw) < 1:
-            raise ConfigError(
+            raise GeometryError(
                 f"{self.model}: a {k}x{k} {kind} layer does not fit a {self.shape[1]}x{self.shape[2]} map; "
                 "use larger images or a smaller kernel"
             )

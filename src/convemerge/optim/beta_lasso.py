@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -95,6 +96,10 @@ class _BetaLassoBase(Optimizer):
         if foreach is not None and not isinstance(foreach, bool):
             raise ConfigError(f"BetaLasso foreach must be True, False or None, got {foreach!r}")
         super().__init__(params, dict(lr=lr, lam=lam, beta=beta, foreach=foreach))
+        if self.param_groups and all(_scalar(g["lam"]) == 0 for g in self.param_groups):
+            # the defaults (λ = 0) silently made this plain SGD: say so, once, where it was built
+            warnings.warn(f"{type(self).__name__} with lam=0 in every parameter group is plain SGD (no L1 step, no "
+                          f"threshold); pass lam > 0 and beta, or use torch.optim.SGD", UserWarning, stacklevel=2)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Validate the group's own lr / lam / beta (defaults were validated in ``__init__``), then add it."""
@@ -134,7 +139,8 @@ class BetaLasso(_BetaLassoBase):
     Args:
         params: parameters or parameter groups; groups may override ``lr``, ``lam`` and ``beta``.
         lr: learning rate η (≥ 0).
-        lam: L1 strength λ (≥ 0); λ = 0 makes the step plain SGD and the threshold a no-op.
+        lam: L1 strength λ (≥ 0); λ = 0 makes the step plain SGD and the threshold a no-op (with λ = 0 in
+            every group the constructor warns: that is SGD, not β-LASSO).
         beta: threshold multiplier β (≥ 0); β = 0 is SGD plus the L1 subgradient.
         foreach: use the ``torch._foreach_*`` path; None picks it when every parameter is on a foreach-capable
             accelerator (as ``torch.optim`` does) and the per-tensor loop otherwise (CPU).

@@ -2,10 +2,9 @@
 
 A model's parameters fall into three named groups (empty ones are left out, each parameter is in exactly one):
 
-``"first"``          the weight of the first weight layer — ``model.weight_layers()[0].module.weight`` when the
-                     model has ``weight_layers()`` (every convemerge model does), otherwise the first layer weight
-                     in module order;
-``"weights"``        every other layer weight: the weights of ``model.weight_layers()`` plus any parameter named
+``"first"``          the weight of the first weight layer (:func:`convemerge.models.weight_layers`; for a model
+                     without any, the first ≥ 2-d ``weight`` in module order);
+``"weights"``        every other layer weight: the weights of ``weight_layers(model)`` plus any parameter named
                      ``weight`` with ≥ 2 dimensions registered on a module that is not a normalisation layer
                      (conv 4-d, locally connected 3-d, linear 2-d);
 ``"bias_and_norm"``  everything else: biases, BatchNorm / LayerNorm / GroupNorm scales and shifts, any other
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from convemerge.errors import ConfigError
+from convemerge.models.base import weight_layers
 
 __all__ = ["beta_lasso_param_groups", "sgd_param_groups", "split_parameters"]
 
@@ -64,8 +64,10 @@ def split_parameters(model: nn.Module) -> tuple[nn.Parameter | None, list[nn.Par
         and module._parameters.get("weight") is not None
         and module._parameters["weight"].dim() >= 2
     ]
-    weight_layers = getattr(model, "weight_layers", None)
-    declared = [layer.module.weight for layer in weight_layers()] if callable(weight_layers) else []
+    # a model that declares its weight layers leads with them (so weight_layers(model)[0] is "first"); for any
+    # other module the scan, in module order, already holds every weight of weight_layers(model)
+    declares = callable(getattr(model, "weight_layers", None))
+    declared = [layer.module.weight for layer in weight_layers(model)] if declares else []
     weights = _unique(declared + scanned)  # declared first so that weight_layers()[0] leads
     if not weights:
         return None, [], _unique(list(model.parameters()))

@@ -1,12 +1,11 @@
 """Read a runs folder written by ``convemerge reproduce``: manifests, run summaries, metrics, analysis records.
 
-Nothing here trains or loads a model: it reads ``<runs>/<experiment>/manifest.json`` and, for each job, the
-files of its run directory (``summary.json``, ``metrics.jsonl``, ``analysis.json``, ``filters.safetensors``).
+Nothing here trains or loads a model: it reads each experiment's manifest and, for each job, the records of
+its run directory (summary, metrics log, analysis record, Fig. 4 filters) through :mod:`convemerge.runs`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,17 +13,21 @@ from typing import Any
 
 from convemerge.errors import ConfigError
 from convemerge.experiments.selection import Selection, mean_std, select_all
+from convemerge.runs import (
+    EXPERIMENT_MANIFEST,
+    RunPaths,
+    experiment_manifests,
+    is_final,
+    read_analysis,
+    read_filters,
+    read_json,
+    read_metrics,
+    read_summary,
+)
 
 __all__ = ["ExperimentRecords", "load_runs", "fmt_pct", "fmt_ms", "fmt_count"]
 
-MANIFEST = "manifest.json"
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+MANIFEST = EXPERIMENT_MANIFEST  # kept for old imports
 
 
 @dataclass
@@ -77,19 +80,11 @@ class ExperimentRecords:
         return list(seen)
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
-        from convemerge.train.metrics import read_metrics
-
-        return read_metrics(self.run_dir(run_id) / "metrics.jsonl")
+        return read_metrics(RunPaths(self.run_dir(run_id)).metrics)
 
     def filters(self, run_id: str):
         """The saved Fig. 4 filters of a run as ``(filters, indices)`` tensors, or None."""
-        path = self.run_dir(run_id) / "filters.safetensors"
-        if not path.exists():
-            return None
-        from safetensors.torch import load_file
-
-        t = load_file(str(path))
-        return t["filters"], t["indices"]
+        return read_filters(self.run_dir(run_id))
 
     @cached_property
     def selections(self) -> dict[tuple[str, str | None], Selection]:
@@ -112,20 +107,21 @@ class ExperimentRecords:
 
 
 def _finished(summary: dict | None) -> bool:
-    return isinstance(summary, dict) and summary.get("status") not in ("incomplete", "running", "interrupted")
+    return isinstance(summary, dict) and is_final(summary.get("status", "completed"))
 
 
 def load_experiment(root: Path) -> ExperimentRecords:
-    manifest = _read_json(root / MANIFEST)
+    path = root / EXPERIMENT_MANIFEST
+    manifest = read_json(path)
     if not isinstance(manifest, dict):
-        raise ConfigError(f"{root / MANIFEST} is missing or not valid JSON; rerun `convemerge reproduce`")
+        raise ConfigError(f"{path} is missing or not valid JSON; rerun `convemerge reproduce`")
     rec = ExperimentRecords(manifest.get("experiment", root.name), root, manifest)
     for job in rec.jobs:
         rid = job["run_id"]
         d = root / rid
-        summary = _read_json(d / "summary.json")
+        summary = read_summary(d)
         rec.summaries[rid] = summary if _finished(summary) else None
-        rec.analyses[rid] = _read_json(d / "analysis.json")
+        rec.analyses[rid] = read_analysis(d)
     return rec
 
 
@@ -135,7 +131,7 @@ def load_runs(runs_dir: str | Path) -> dict[str, ExperimentRecords]:
     if not runs_dir.is_dir():
         raise ConfigError(f"runs folder {runs_dir} not found; pass the --out folder of `convemerge reproduce`")
     out = {}
-    for path in sorted(runs_dir.glob(f"*/{MANIFEST}")):
+    for path in experiment_manifests(runs_dir):
         rec = load_experiment(path.parent)
         out[rec.name] = rec
     if not out:

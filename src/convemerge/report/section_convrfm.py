@@ -172,17 +172,15 @@ def convrfm_section(rec: ExperimentRecords) -> Section:
 
 
 def _eigenfilters(entry: dict, method: str) -> bytes | None:
-    """The learned metric's top eigenvectors drawn from the job's ``metrics.safetensors`` (so the picture follows
+    """The learned metric's top eigenvectors drawn from the job's saved kernel matrices (so the picture follows
     the current plotting code, not the one the job ran with)."""
-    from safetensors.torch import load_file
-
     from convemerge.kernels.plots import plot_eigenpatches
+    from convemerge.runs import read_kernel_matrices
 
-    path = entry["dir"] / "metrics.safetensors"
     shape = entry.get("image_shape")
-    if not path.is_file() or not shape:
+    tensors = read_kernel_matrices(entry["dir"]) if shape else None
+    if tensors is None:
         return None
-    tensors = load_file(str(path))
     M = tensors.get("M_0" if method == "deep-convrfm" else "M")
     if M is None:
         return None

@@ -4,11 +4,20 @@
 >>> result = train(TrainConfig(model="s-fc", alpha=2, dataset="digits", epochs=2, out="runs/x"))  # doctest: +SKIP
 """
 
-from convemerge.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from convemerge.runs import (
+    MetricsLog,
+    RunPaths,
+    find_checkpoint,
+    list_runs,
+    load_checkpoint,
+    load_run_model,
+    read_metrics,
+    read_run,
+    save_checkpoint,
+)
 from convemerge.train.config import TrainConfig, merge_overrides
 from convemerge.train.loop import RunResult, train
-from convemerge.train.metrics import MetricsLog, read_metrics
-from convemerge.train.rundir import RunPaths, list_runs, load_run_model, read_run
+from convemerge.train.setup import derived_seed, pad_batch, prepare_data
 
 __all__ = [
     "MetricsLog",
@@ -20,6 +29,9 @@ __all__ = [
     "load_checkpoint",
     "load_run_model",
     "merge_overrides",
+    "derived_seed",
+    "pad_batch",
+    "prepare_data",
     "read_metrics",
     "read_run",
     "save_checkpoint",

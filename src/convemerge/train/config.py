@@ -117,7 +117,7 @@ class TrainConfig:
         """The config as YAML text; also written (atomically) to ``path`` if given."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
         if path is not None:
-            from convemerge.train.checkpoint import atomic_write_text
+            from convemerge.runs import atomic_write_text
 
             atomic_write_text(Path(path), text)
         return text

@@ -90,8 +90,8 @@ def evaluate(
 @torch.no_grad()
 def model_measurements(model: nn.Module) -> dict:
     """Per-epoch structure metrics: non-zero weights per layer and in total, first-layer locality."""
-    from convemerge.analysis.locality import median_participation_ratio, nonzero_per_unit
-    from convemerge.analysis.sparsity import nonzero_per_layer
+    from convemerge.models.base import nonzero_per_layer
+    from convemerge.models.locality import median_participation_ratio, nonzero_per_unit
 
     nonzero = nonzero_per_layer(model)
     record: dict = {"nonzero": nonzero, "nonzero_total": sum(nonzero.values())}

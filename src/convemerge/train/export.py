@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from convemerge.errors import ConfigError
+from convemerge.layers.sparse import SparseLinear  # noqa: F401 (also importable from here, as before)
 
 __all__ = ["SparseLinear", "export_sparse", "export_model_sparse", "load_sparse", "FORMAT"]
 
@@ -52,34 +53,6 @@ def _matrix(kind: str, weight: torch.Tensor) -> torch.Tensor:
     if kind == "local":  # (L, out, C·k·k) -> (L·out, C·k·k)
         return weight.reshape(-1, weight.shape[-1])
     return weight.reshape(weight.shape[0], -1)
-
-
-class SparseLinear(nn.Module):
-    """``y = x Wᵀ + b`` with ``W`` a torch sparse CSR matrix ``(out, in)``; inference only."""
-
-    def __init__(self, weight_csr: torch.Tensor, bias: torch.Tensor | None):
-        super().__init__()
-        if weight_csr.layout != torch.sparse_csr:
-            raise ValueError("SparseLinear needs a sparse CSR weight")
-        self.out_features, self.in_features = weight_csr.shape
-        self.register_buffer("weight_csr", weight_csr)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-
-    @property
-    def nnz(self) -> int:
-        return int(self.weight_csr.values().numel())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        # (out, in) CSR @ (in, B) dense: the kernel torch optimises on CPU; x Wᵀ in the other order is slower
-        y = torch.sparse.mm(self.weight_csr, x2.T.contiguous()).T
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}"
 
 
 def export_model_sparse(model: nn.Module, out: str | Path, *, config: dict[str, Any],
@@ -120,15 +93,12 @@ def export_model_sparse(model: nn.Module, out: str | Path, *, config: dict[str, 
 def export_sparse(run_dir: str | Path, out: str | Path | None = None, *, which: str = "best") -> Path:
     """Export a run's ``which`` checkpoint ("best", else "last" when there is no best) to ``out`` (default
     ``<run_dir>/export/sparse``); returns the .safetensors path."""
-    from convemerge.train.checkpoint import find_checkpoint
-    from convemerge.train.rundir import RunPaths, load_run_model
+    from convemerge.runs import RunPaths, load_run_model, read_state
 
     paths = RunPaths(Path(run_dir))
-    if which == "best" and find_checkpoint(paths.best) is None:
-        which = "last"
-    model = load_run_model(paths.root, which)
-    state = json.loads((find_checkpoint(getattr(paths, which)) / "state.json").read_text())
-    out = Path(out) if out is not None else paths.root / "export" / "sparse"
+    state = read_state(paths.root, which, fallback=True)
+    model = load_run_model(paths.root, state["checkpoint"])
+    out = Path(out) if out is not None else paths.export / "sparse"
     return export_model_sparse(model, out, config=state["config"], geometry=state["geometry"])
 
 

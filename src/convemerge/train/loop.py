@@ -166,7 +166,7 @@ class _Run:
 
         seed_everything(cfg.seed)
         self.data = data = prepare_data(cfg)
-        torch.manual_seed(cfg.seed)  # model init does not depend on what data preparation drew
+        # build_model seeds the init itself (runs.init_model): it does not depend on what data preparation drew
         self.model = build_model(cfg, data).to(device)
         self.step_model = self.model
         if dist is not None:

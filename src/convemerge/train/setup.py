@@ -12,20 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from convemerge.errors import ConfigError
+from convemerge.data.split import TEST_SUBSET_SEED, fixed_test_subset, stratified_subset  # noqa: F401 (old path)
+from convemerge.devices import resolve_device  # noqa: F401 (old path)
+from convemerge.errors import ConfigError, GeometryError
 from convemerge.train.config import TrainConfig
 
 
 # ----------------------------------------------------------------------------- device and precision
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was requested but CUDA is not available; use --device cpu or --device auto")
-    return torch.device(name)
-
-
 @dataclass(frozen=True)
 class Precision:
     """How the forward pass runs: autocast dtype (None = full fp32) and whether a GradScaler is needed."""
@@ -82,42 +75,6 @@ class RunData:
     num_classes: int
     augment: bool
     pad_fill: torch.Tensor  # (C,) standardised value of a zero (black) pixel: what padding writes
-
-
-def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Indices (sorted) of a seeded subset of exactly ``n`` samples, each class in proportion to its count.
-
-    Quotas are ``n * count / N`` rounded down, the remainder going to the classes with the largest
-    fractional parts (ties to the lower class index); inside a class the samples are drawn at random.
-    """
-    total = labels.numel()
-    if n > total:
-        raise ConfigError(f"n_train={n} exceeds the {total} training samples available; lower --n-train")
-    g = torch.Generator().manual_seed(seed)
-    classes, counts = torch.unique(labels, return_counts=True)
-    exact = counts.double() * n / total
-    quota = exact.floor().long()
-    short = n - int(quota.sum())
-    if short > 0:
-        order = torch.argsort(-(exact - quota), stable=True)
-        quota[order[:short]] += 1
-    picks = []
-    for cls, q in zip(classes.tolist(), quota.tolist()):
-        members = torch.nonzero(labels == cls).flatten()
-        picks.append(members[torch.randperm(members.numel(), generator=g)[:q]])
-    return torch.sort(torch.cat(picks)).values
-
-
-#: seed of the test subsample (``n_test``): fixed, so every seed and every method is scored on the same images
-TEST_SUBSET_SEED = 0
-
-
-def fixed_test_subset(test, n_test: int | None):
-    """The ``n_test`` images of ``test`` every run scores on (stratified, drawn with :data:`TEST_SUBSET_SEED`);
-    all of it when ``n_test`` is None or not smaller than the split."""
-    if n_test is None or n_test >= len(test):
-        return test
-    return test.subset(stratified_subset(test.labels, n_test, TEST_SUBSET_SEED))
 
 
 def prepare_data(cfg: TrainConfig) -> RunData:
@@ -177,38 +134,28 @@ def pad_batch(x: torch.Tensor, size: tuple[int, int], fill: torch.Tensor) -> tor
 
 # ----------------------------------------------------------------------------- model and optimizer
 def build_model(cfg: TrainConfig, data: RunData) -> nn.Module:
-    """``create_model`` with the data's geometry; impossible geometry -> its ConfigError, plus a pad hint."""
-    from convemerge.models import create_model
+    """The run's initial network (:func:`convemerge.runs.init_model`: seeded with ``cfg.seed``) on the data's
+    geometry; impossible geometry -> its ConfigError, plus a pad hint."""
+    from convemerge.runs import init_model
 
+    config = {"model": cfg.model, "alpha": cfg.alpha, "model_options": cfg.model_options, "seed": cfg.seed}
+    geometry = {"image_size": data.image_size, "in_chans": data.in_chans, "num_classes": data.num_classes}
     try:
-        return create_model(
-            cfg.model,
-            alpha=cfg.alpha,
-            image_size=data.image_size,
-            in_chans=data.in_chans,
-            num_classes=data.num_classes,
-            **cfg.model_options,
-        )
-    except ConfigError as exc:
-        msg = str(exc)
-        if cfg.pad_to is None and "--pad-to" not in msg and any(k in msg for k in ("divisible", "image", "size")):
-            raise ConfigError(f"{msg} (--pad-to 32 zero-pads them on the device)") from None
+        return init_model(config, geometry)
+    except GeometryError as exc:  # the images do not fit the model: padding them may
+        if cfg.pad_to is None:
+            raise GeometryError(f"{exc} (--pad-to 32 zero-pads them on the device)") from None
         raise
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD / Adam over ``sgd_param_groups`` (weight decay on weights only), or β-LASSO over its groups."""
-    from convemerge.optim import BetaLasso, beta_lasso_param_groups, sgd_param_groups
+    """:func:`convemerge.optim.create_optimizer` with the config's settings."""
+    from convemerge.optim import create_optimizer
 
-    if cfg.optimizer == "beta-lasso":
-        groups = beta_lasso_param_groups(
-            model, cfg.lam, cfg.lam_first, include_bias_and_norm=cfg.regularize_bias_and_norm
-        )
-        return BetaLasso(groups, lr=cfg.lr, lam=cfg.lam, beta=cfg.beta)
-    groups = sgd_param_groups(model, cfg.weight_decay, include_bias_and_norm=cfg.regularize_bias_and_norm)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas))
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return create_optimizer(cfg.optimizer, model, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                            weight_decay=cfg.weight_decay, adam_betas=cfg.adam_betas, lam=cfg.lam,
+                            lam_first=cfg.lam_first, beta=cfg.beta,
+                            regularize_bias_and_norm=cfg.regularize_bias_and_norm)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

@@ -17,11 +17,12 @@ AGOP images come from each run's train split (a seeded sample), never from the t
 
 from __future__ import annotations
 
+from convemerge.experiments.cnfa_jobs import cnfa_job
 from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
 from convemerge.experiments.recipes._scales import fmt_settings, settings
 from convemerge.experiments.registry import register_recipe
 
-JOB = "convemerge.experiments.cnfa_jobs:cnfa_job"
+JOB = cnfa_job  # its "module:function" name enters the run ids
 CONV_ARM = "vanilla-cnn/adam"
 SFC_ARMS = ("s-fc/sgd", "s-fc/beta-lasso")
 

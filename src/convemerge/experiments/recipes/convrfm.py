@@ -25,11 +25,12 @@ Scales:
 
 from __future__ import annotations
 
+from convemerge.experiments.kernel_jobs import kernel_job
 from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
 from convemerge.experiments.recipes._scales import settings
 from convemerge.experiments.registry import register_recipe
 
-JOB = "convemerge.experiments.kernel_jobs:kernel_job"
+JOB = kernel_job  # its "module:function" name enters the run ids
 METHODS = ("laplace", "rfm", "cntk", "convrfm", "deep-convrfm")
 VAL = 0.2  # share of the n labelled images every method validates on
 

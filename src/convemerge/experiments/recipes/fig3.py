@@ -3,6 +3,7 @@ same layer (from the architectures at the same α and input size) as reference l
 
 from __future__ import annotations
 
+from convemerge.experiments.postprocess import architecture_counts
 from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
 from convemerge.experiments.recipes._scales import fmt_settings, loss_arms, settings
 from convemerge.experiments.registry import register_recipe
@@ -16,7 +17,7 @@ def fig3(scale: str) -> Recipe:
                      fixed={"beta": 50.0, **sc.lasso_fixed, **fixed},
                      tags={"row": "S-FC", "method": "β-LASSO β=50", **tags})
                  for prefix, fixed, tags in loss_arms(sc))
-    counts = CallableSpec("reference-counts", "convemerge.experiments.postprocess:architecture_counts",
+    counts = CallableSpec("reference-counts", architecture_counts,
                           kwargs={"models": ["s-fc", "s-conv", "s-local"], "alpha": a}, per_seed=False)
     return Recipe(
         name="fig3", scale=scale, datasets=sc.datasets, arms=arms, seeds=sc.seeds, epochs=sc.long_epochs,

@@ -1,4 +1,4 @@
-"""Write a (C)NFA report for a model: the JSON table, its convergence with n, heat maps and filter pictures.
+"""Write a (C)NFA report for a model (orchestration over :mod:`convemerge.analysis`): the JSON table, its convergence with n, heat maps and filter pictures.
 
 A CLI command is a few lines over :func:`cnfa_report`: load the model (and its initialisation), load images,
 call it, print the table.
@@ -6,7 +6,6 @@ call it, print the table.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -30,19 +29,12 @@ from convemerge.analysis.plots_nfa import (
     plot_nfa_convergence,
     plot_nfa_table,
 )
+from convemerge.runs import RunPaths, atomic_write_json, json_safe
 
 __all__ = ["cnfa_report"]
 
 
-def finite_json(obj):
-    """``obj`` with non-finite floats (at any depth of dicts, lists, tuples) as None: JSON has no NaN."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    return obj
+finite_json = json_safe  # the former name: non-finite floats as None (JSON has no NaN)
 
 
 def _file_stem(layer_name: str) -> str:
@@ -135,6 +127,6 @@ def cnfa_report(
         "max_dim": max_dim,
         "init_model": init_model is not None,
     }
-    result = finite_json({"settings": settings, "table": table, "convergence": convergence, "figures": figures})
-    (out / "cnfa.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = json_safe({"settings": settings, "table": table, "convergence": convergence, "figures": figures})
+    atomic_write_json(RunPaths(out).cnfa, result, indent=2)
     return result

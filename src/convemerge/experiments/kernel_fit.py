@@ -1,6 +1,7 @@
-"""Fit a feature-learning kernel machine on an image data set and report it (the library under ``convemerge rfm``).
+"""Fit a feature-learning kernel machine on an image data set, score it and save it (under ``convemerge rfm`` and
+the kernel jobs): the orchestration over :mod:`convemerge.kernels`, which only defines and fits the estimators.
 
->>> from convemerge.kernels.evaluate import load_image_arrays, fit_and_evaluate  # doctest: +SKIP
+>>> from convemerge.experiments.kernel_fit import load_image_arrays, fit_and_evaluate  # doctest: +SKIP
 >>> Xtr, ytr = load_image_arrays("mnist-5k", "train", n=500, seed=0)               # doctest: +SKIP
 >>> Xte, yte = load_image_arrays("mnist-5k", "test", n=500, seed=0)                # doctest: +SKIP
 >>> est, summary = fit_and_evaluate("convrfm", Xtr, ytr, Xte, yte, n_iter=2)      # doctest: +SKIP
@@ -8,19 +9,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from convemerge.data import standardised_arrays
 from convemerge.errors import ConfigError
+from convemerge.kernels import ConvRFMClassifier, DeepConvRFMClassifier, RFMClassifier
+from convemerge.runs import json_safe, write_kernel_matrices, write_summary
 
-from .convrfm import ConvRFMClassifier, DeepConvRFMClassifier
-from .rfm import RFMClassifier
+__all__ = ["MODELS", "fit_and_evaluate", "load_image_arrays", "make_estimator", "save_run", "standardised_arrays"]
 
 #: model name → (estimator class, fixed options). ``laplace`` and ``cntk`` are the fixed-kernel baselines.
 MODELS = {
@@ -51,18 +51,6 @@ def load_image_arrays(dataset: str, split: str = "train", n: int | None = None, 
     return standardised_arrays(data)
 
 
-def standardised_arrays(data) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float32 images, int64 labels) of an :class:`~convemerge.data.ImageData`, scaled as every model in this
-    project sees them: ``(images/255 − mean)/std`` for uint8 sets, ``(images − mean)/std`` for float ones, with the
-    set's own (train-split) per-channel statistics."""
-    x = data.images.to(torch.float32)
-    if data.images.dtype == torch.uint8:
-        x = x / 255.0
-    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - mean) / std, data.labels.to(torch.int64)
-
-
 def make_estimator(model: str, **options):
     """The estimator for ``model`` (see :data:`MODELS`) with ``options`` (None values are left at defaults)."""
     if model not in MODELS:
@@ -77,14 +65,15 @@ def make_estimator(model: str, **options):
 
 
 def _json_safe(value):
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
+    """Estimator parameters and history as JSON: what json_safe cannot store (a callable kernel) as its text."""
+    try:
+        return json_safe(value)
+    except TypeError:
+        pass
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
     return str(value)
 
 
@@ -126,35 +115,14 @@ def fit_and_evaluate(model: str, X_train, y_train, X_test, y_test, **options):
     return est, summary
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_run(out_dir: str | Path, summary: dict, estimator) -> dict[str, Path]:
-    """Write ``summary.json`` and the learned metric(s) as ``metrics.safetensors`` (keys ``M`` or ``M_0``…),
-    each atomically (temporary file + rename). Returns the two paths."""
-    from safetensors.torch import save_file
+    """Write the learned metric(s) (keys ``M`` or ``M_0``…) and then the summary (the finished marker) into the
+    run directory ``out_dir``, each atomically. Returns ``{"summary": path, "metrics": path}`` (``metrics``: the
+    matrices' file, named as before)."""
+    from convemerge.runs import RunPaths
 
-    out = Path(out_dir)
     Ms = getattr(estimator, "Ms_", None)
     tensors = {f"M_{i}": M for i, M in enumerate(Ms)} if Ms is not None else {"M": estimator.M_}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    paths = {"summary": out / "summary.json", "metrics": out / "metrics.safetensors"}
-    _atomic_write(paths["metrics"], lambda p: save_file(tensors, p))
-
-    def _json(p):
-        with open(p, "w") as fh:
-            json.dump(summary, fh, indent=2)
-            fh.write("\n")
-
-    _atomic_write(paths["summary"], _json)
-    return paths
+    matrices = write_kernel_matrices(out_dir, tensors)
+    write_summary(out_dir, summary)
+    return {"summary": RunPaths(out_dir).summary, "metrics": matrices}
