@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from _machine import describe_machine
 from convemerge.data import ImageLoader
+from convemerge.train import TrainConfig
 from convemerge.data.autoaugment import load_policy
 from convemerge.data.imagedata import ImageData
 from convemerge.layers import LocallyConnected2d
@@ -181,8 +182,7 @@ def packed_runs_per_hour(sz: Sizes, device: torch.device, epochs: int = 400) -> 
         for seed in range(k):
             torch.manual_seed(seed)
             model = create_model("s-fc", alpha=1, image_size=sz.side, in_chans=3, num_classes=10).to(device)
-            cfg = SimpleNamespace(optimizer="beta-lasso", lam=1e-6, lam_first=2e-5, beta=50.0, lr=0.1,
-                                  regularize_bias_and_norm=False)
+            cfg = TrainConfig(optimizer="beta-lasso", lam=1e-6, lam_first=2e-5, beta=50.0, lr=0.1)
             runs.append(SimpleNamespace(model=model, cfg=cfg, precision=precision, loss_fn=make_loss("ce", 10),
                                         data=SimpleNamespace(in_chans=3, image_size=(sz.side, sz.side))))
         pack = _Pack(runs, device, verbose=False)
