@@ -26,16 +26,22 @@ app.add_typer(runs, name="runs")
 _CONFIG = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig fields; flags override it.")
 _SHORTCUTS = {
     "model_options": {
-        "opt": (Optional[list[str]], typer.Option(None, "--opt", help="Model option key=value (repeatable), e.g. --opt depth=4.", rich_help_panel=MODEL)),
-        "dropout": (Optional[float], typer.Option(None, help="Dropout on the last two linear layers (model option).", rich_help_panel=MODEL)),
+        "opt": (Optional[list[str]], typer.Option(
+            None, "--opt", help="Model option key=value (repeatable), e.g. --opt depth=4.", rich_help_panel=MODEL)),
+        "dropout": (Optional[float], typer.Option(
+            None, help="Dropout on the last two linear layers (model option).", rich_help_panel=MODEL)),
     },
     "dataset_options": {
-        "data_opt": (Optional[list[str]], typer.Option(None, "--data-opt", help="Dataset option key=value (repeatable), e.g. --data-opt sigma=0.5.", rich_help_panel=DATA)),
+        "data_opt": (Optional[list[str]], typer.Option(
+            None, "--data-opt", help="Dataset option key=value (repeatable), e.g. --data-opt sigma=0.5.",
+            rich_help_panel=DATA)),
     },
 }
 _TAIL = {
-    "resume": (bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUNTIME)),
-    "progress": (Optional[bool], typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal).", rich_help_panel=RUNTIME)),
+    "resume": (bool, typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUNTIME)),
+    "progress": (Optional[bool], typer.Option(
+        None, "--progress/--no-progress", help="Progress bar (default: on a terminal).", rich_help_panel=RUNTIME)),
 }
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
