@@ -30,7 +30,7 @@ DATA_DIR = None
 def data(n: int, seed: int = 0):
     """(images (n, 1, 28, 28) float32, labels, source)."""
     try:
-        from convemerge.experiments.kernel_fit import load_image_arrays
+        from convemerge.experiments.convrfm.kernel_fit import load_image_arrays
 
         X, y = load_image_arrays("mnist", "train", n, seed, DATA_DIR)
         return X, y, "MNIST"

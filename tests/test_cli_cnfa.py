@@ -1,4 +1,4 @@
-"""`convemerge cnfa` and the run-level library under it (convemerge.experiments.cnfa_run) on tiny trained runs:
+"""`convemerge cnfa` and the run-level library under it (convemerge.experiments.cnfa.run) on tiny trained runs:
 the initialisation rebuilt bit for bit, images drawn from the run's train / validation split only, the JSON and
 pictures written, the ImageNet path on a random ResNet18, and the one-line errors."""
 
@@ -12,7 +12,7 @@ import torch
 
 from convemerge.cli import main
 from convemerge.errors import ConfigError
-from convemerge.experiments.cnfa_run import load_init_model, run_images, run_state, top_outputs
+from convemerge.experiments.cnfa.run import load_init_model, run_images, run_state, top_outputs
 from convemerge.train import TrainConfig, load_run_model, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

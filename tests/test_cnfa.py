@@ -20,7 +20,7 @@ from convemerge.analysis.cnfa import (
     nfa_table,
     pearson_correlation,
 )
-from convemerge.experiments.cnfa_report import cnfa_report
+from convemerge.experiments.cnfa.report_writer import cnfa_report
 from convemerge.analysis.filters import eigenfilters, input_agop_eigenimages, patch_shape, top_eigenvectors
 from convemerge.analysis.plots_nfa import (
     filter_images,

@@ -271,7 +271,7 @@ def _recorded_analysis(run_dir: str) -> None:
 
 
 def test_callable_jobs_are_named_by_module_and_function():
-    from convemerge.experiments.cnfa_jobs import cnfa_job
+    from convemerge.experiments.cnfa.jobs import cnfa_job
     from convemerge.experiments.recipe import CallableSpec, job_name
 
     assert CallableSpec("c", cnfa_job).target == "convemerge.experiments.cnfa_jobs:cnfa_job"
@@ -346,3 +346,29 @@ def test_killed_runner_takes_its_workers_down(tmp_path):
     if alive:
         os.kill(worker, signal.SIGKILL)
     assert not alive, "the worker outlived its runner"
+
+
+def test_moved_job_functions_keep_their_old_names_and_are_found_by_them():
+    """cnfa_job and kernel_job moved into their experiments' folders: their run ids keep the old names, and the
+    runner resolves both the old name (manifests written before the move) and the new one."""
+    from convemerge.experiments.cnfa.jobs import cnfa_job
+    from convemerge.experiments.convrfm.jobs import kernel_job
+    from convemerge.experiments.recipe import job_name
+    from convemerge.experiments.registry import resolve_job
+
+    for fn, old in ((cnfa_job, "convemerge.experiments.cnfa_jobs:cnfa_job"),
+                    (kernel_job, "convemerge.experiments.kernel_jobs:kernel_job")):
+        assert job_name(fn) == old
+        assert resolve_job(old) is fn and resolve_job(f"{fn.__module__}:{fn.__name__}") is fn
+    assert resolve_job("convemerge.experiments.postprocess:analyse_run").__name__ == "analyse_run"
+    for bad in ("convemerge.experiments.no_such_jobs:f", "convemerge.experiments.cnfa.jobs:no_such_job", "nocolon"):
+        with pytest.raises(ConfigError):
+            resolve_job(bad)
+
+
+def test_every_experiment_folder_is_registered():
+    import convemerge.experiments as experiments
+
+    folders = {p.parent.name for p in Path(experiments.__file__).parent.glob("*/recipe.py")}
+    assert folders == set(list_experiments()) == {"table1", "table2", "fig2", "fig3", "fig4", "fig5", "cnfa",
+                                                  "convrfm"}

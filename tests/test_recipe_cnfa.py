@@ -12,11 +12,11 @@ import pytest
 
 from convemerge.errors import ConfigError
 from convemerge.experiments import Arm, CallableSpec, Job, Recipe, get_recipe, list_experiments
-from convemerge.experiments.recipes.cnfa import CONV_ARM, SFC_ARMS
+from convemerge.experiments.cnfa.recipe import CONV_ARM, SFC_ARMS
 from convemerge.experiments.reproduce import write_manifest
 from convemerge.experiments.runner import is_finished, run_jobs
 
-JOB = "convemerge.experiments.cnfa_jobs:cnfa_job"
+JOB = "convemerge.experiments.cnfa_jobs:cnfa_job"  # the name before the move: it stays in the run ids
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,16 +12,16 @@ import torch
 
 from convemerge.errors import ConfigError
 from convemerge.experiments import get_recipe, list_experiments
-from convemerge.experiments.kernel_jobs import kernel_arrays, kernel_job
-from convemerge.experiments.recipes import convrfm as recipe_mod
+from convemerge.experiments.convrfm.jobs import kernel_arrays, kernel_job
+from convemerge.experiments.convrfm import recipe as recipe_mod
 from convemerge.experiments.reproduce import write_manifest
 from convemerge.experiments.runner import run_jobs
 from convemerge.runs import read_kernel_matrices
-from convemerge.experiments.kernel_fit import fit_and_evaluate, standardised_arrays
+from convemerge.experiments.convrfm.kernel_fit import fit_and_evaluate, standardised_arrays
 from convemerge.train.config import TrainConfig
 from convemerge.train.setup import prepare_data
 
-JOB = "convemerge.experiments.kernel_jobs:kernel_job"
+JOB = "convemerge.experiments.kernel_jobs:kernel_job"  # the name before the move: it stays in the run ids
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import typer
 
-from convemerge.cli import main
+from convemerge.cli import app, main
 from convemerge.models import list_models
+from convemerge.train.config import OPTIMISATION, TrainConfig, setting, settings
 
 # Small settings that make every registered model fit the 8x8 digits in a second or two.
 SMALL = {
@@ -62,3 +65,50 @@ def test_user_errors_are_one_line(tmp_path, capsys, args, fragment):
 def test_runs_list_empty(tmp_path, capsys):
     assert main(["runs", "list", str(tmp_path)]) == 0
     assert "no runs" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- options generated from TrainConfig
+def _train_options() -> dict[str, list[str]]:
+    command = typer.main.get_command(app).commands["train"]
+    return {p.name: [*p.opts, *p.secondary_opts] for p in command.params}
+
+
+def test_every_field_has_a_flag_unless_marked_not_on_the_cli():
+    options = _train_options()
+    for name, s in settings().items():
+        flag = "--" + name.replace("_", "-")
+        if s.cli:
+            assert flag in options.get(name, []), f"{name} has no {flag}"
+        else:
+            assert name not in options, f"{name} is marked cli=False but has an option"
+    # the fields that are not options of their own: set in a --config file (the first two through --opt/--data-opt)
+    assert {n for n, s in settings().items() if not s.cli} == {
+        "model_options", "dataset_options", "adam_betas", "regularize_bias_and_norm", "deterministic"}
+    assert set(options) - set(settings()) == {"config", "opt", "dropout", "data_opt", "resume", "progress"}
+    assert options["out"] == ["--out", "-o"] and options["augment"] == ["--augment", "--no-augment"]
+
+
+def test_a_new_field_is_declared_once_and_gets_its_flag():
+    from convemerge.cli.train import train_parameters
+
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        stop_train_loss: float | None = setting(None, help="Stop once the training loss is below this.",
+                                                panel=OPTIMISATION)
+
+    params = {p.name: p.default for p in train_parameters(Extended)}
+    option = params["stop_train_loss"]
+    assert option.param_decls == ("--stop-train-loss",) and option.default is None
+    assert option.help == "Stop once the training loss is below this." and option.rich_help_panel == "Optimisation"
+    assert list(params)[-2:] == ["resume", "progress"]
+
+
+def test_a_field_without_a_setting_has_no_flag_but_an_error():
+    from convemerge.cli.train import train_parameters
+
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        stop_train_loss: float | None = None
+
+    with pytest.raises(TypeError, match="'stop_train_loss' has no Setting"):
+        train_parameters(Extended)

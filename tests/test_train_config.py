@@ -7,17 +7,43 @@ import dataclasses
 import pytest
 
 from convemerge.errors import ConfigError
-from convemerge.train.config import TrainConfig, merge_overrides, parse_option_pairs
+from convemerge.train.config import (
+    PANELS,
+    RESUME_MUTABLE,
+    TrainConfig,
+    merge_overrides,
+    parse_option_pairs,
+    setting_of,
+    settings,
+)
 
 
-def test_every_field_has_a_default_and_a_comment():
-    import inspect
-
-    src = inspect.getsource(TrainConfig)
+def test_every_field_has_a_default_and_a_setting():
     for f in dataclasses.fields(TrainConfig):
         assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name
-        line = next(ln for ln in src.splitlines() if ln.strip().startswith(f"{f.name}:"))
-        assert "#" in line and len(line.split("#", 1)[1].strip()) > 5, f"{f.name} lacks a comment"
+        s = setting_of(f)
+        assert s.panel in PANELS and len(s.help) > 5, f"{f.name} lacks its help"
+
+
+def test_a_field_without_a_setting_fails_the_check():
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        stop_train_loss: float | None = None  # declared the old way: no setting(...)
+
+    with pytest.raises(TypeError, match="'stop_train_loss' has no Setting"):
+        settings(Extended)
+
+
+def test_resume_mutable_is_derived_from_the_fields():
+    assert RESUME_MUTABLE == {name for name, s in settings().items() if s.resume}
+    assert RESUME_MUTABLE == {"device", "compile", "num_threads", "data_dir", "log_every", "eval_batch_size",
+                              "checkpoint_every", "test_every", "out"}
+
+
+@pytest.mark.parametrize("name", [n for n, s in settings().items() if s.choices])
+def test_declared_choices_are_checked(name):
+    with pytest.raises(ConfigError, match=f"{name}='nope' is invalid: choose one of"):
+        TrainConfig(**{name: "nope"}).validate()
 
 
 def test_yaml_round_trip(tmp_path):

@@ -10,7 +10,7 @@ need) is loaded until a name is touched.
 - :mod:`~convemerge.analysis.mdl` — description length and Occam bounds
 - :mod:`~convemerge.analysis.agop` — (patch-)AGOP of any weight layer
 - :mod:`~convemerge.analysis.cnfa` — (C)NFA tables and convergence (the report that writes them out is
-  :mod:`convemerge.experiments.cnfa_report`)
+  :mod:`convemerge.experiments.cnfa.report_writer`)
 - :mod:`~convemerge.analysis.filters`, :mod:`~convemerge.analysis.plots_nfa` — eigenfilters and pictures
 
 >>> from convemerge.analysis import layer_agop, nfa_table, participation_ratio   # doctest: +SKIP

@@ -71,7 +71,7 @@ def cnfa_command(
     cnfa.json, the table, its convergence with the number of images, heat maps and eigenfilters."""
     import torch
 
-    from convemerge.experiments import cnfa_run
+    from convemerge.experiments.cnfa import run as cnfa_run
     from convemerge.runs import RunPaths
 
     if threads is not None:

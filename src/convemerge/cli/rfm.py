@@ -35,7 +35,7 @@ def rfm_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every round as it finishes."),
 ) -> None:
     """Fit on --n-train images (round and ridge chosen on a validation split of them) and report the test set."""
-    from convemerge.experiments.kernel_fit import fit_and_evaluate, load_image_arrays, save_run
+    from convemerge.experiments.convrfm.kernel_fit import fit_and_evaluate, load_image_arrays, save_run
 
     Xtr, ytr = load_image_arrays(dataset, "train", n_train, seed, data_dir)
     Xte, yte = load_image_arrays(dataset, "test", n_test, seed, data_dir)

@@ -1,86 +1,101 @@
-"""``convemerge train`` (a thin shell over ``convemerge.train.train``) and ``convemerge runs list``."""
+"""``convemerge train`` (a thin shell over ``convemerge.train.train``) and ``convemerge runs list``.
+
+The options of ``train`` are generated from the TrainConfig fields' :class:`~convemerge.train.config.Setting` s
+(help, panel, short flag; ``cli=False`` fields have none): a new field declared in ``train/config.py`` gets its flag
+without an edit here. Only the options that are not one field each are written out below.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from convemerge.cli._app import app
+from convemerge.train.config import DATA, MODEL, RUNTIME, Setting, TrainConfig, setting_of
 
 runs = typer.Typer(help="Inspect training run directories.", no_args_is_help=True)
 app.add_typer(runs, name="runs")
 
-_RUNTIME = "Runtime"
-_OPT = "Optimisation"
-_DATA = "Data"
-_MODEL = "Model"
+# Options that are not one TrainConfig field each; a shortcut is listed after the field it fills.
+_CONFIG = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig fields; flags override it.")
+_SHORTCUTS = {
+    "model_options": {
+        "opt": (Optional[list[str]], typer.Option(
+            None, "--opt", help="Model option key=value (repeatable), e.g. --opt depth=4.", rich_help_panel=MODEL)),
+        "dropout": (Optional[float], typer.Option(
+            None, help="Dropout on the last two linear layers (model option).", rich_help_panel=MODEL)),
+    },
+    "dataset_options": {
+        "data_opt": (Optional[list[str]], typer.Option(
+            None, "--data-opt", help="Dataset option key=value (repeatable), e.g. --data-opt sigma=0.5.",
+            rich_help_panel=DATA)),
+    },
+}
+_TAIL = {
+    "resume": (bool, typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUNTIME)),
+    "progress": (Optional[bool], typer.Option(
+        None, "--progress/--no-progress", help="Progress bar (default: on a terminal).", rich_help_panel=RUNTIME)),
+}
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 
-@app.command("train")
-def train_command(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig fields; flags override it."),
-    model: Optional[str] = typer.Option(None, help="Model name (s-conv, s-local, s-fc, d-conv, ..., vanilla-cnn).", rich_help_panel=_MODEL),
-    alpha: Optional[int] = typer.Option(None, help="Base channel count α.", rich_help_panel=_MODEL),
-    opt: Optional[list[str]] = typer.Option(None, "--opt", help="Model option key=value (repeatable), e.g. --opt depth=4.", rich_help_panel=_MODEL),
-    dropout: Optional[float] = typer.Option(None, help="Dropout on the last two linear layers (model option).", rich_help_panel=_MODEL),
-    dataset: Optional[str] = typer.Option(None, help="Dataset name (mnist, fashion-mnist, cifar10, ..., mnist-5k, digits).", rich_help_panel=_DATA),
-    data_dir: Optional[str] = typer.Option(None, help="Dataset root folder.", rich_help_panel=_DATA),
-    data_opt: Optional[list[str]] = typer.Option(None, "--data-opt", help="Dataset option key=value (repeatable), e.g. --data-opt sigma=0.5.", rich_help_panel=_DATA),
-    val_fraction: Optional[float] = typer.Option(None, help="Validation hold-out fraction of the train split.", rich_help_panel=_DATA),
-    n_train: Optional[int] = typer.Option(None, help="Stratified subsample size of the training set.", rich_help_panel=_DATA),
-    n_test: Optional[int] = typer.Option(None, help="Stratified subsample of the test set (the same images for every seed).", rich_help_panel=_DATA),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Crop+flip augmentation (default: the dataset's).", rich_help_panel=_DATA),
-    augment_policy: Optional[str] = typer.Option(None, help="autoaugment | fast-autoaugment | policy.json: per-image policy before crop+flip, then Cutout.", rich_help_panel=_DATA),
-    pad_to: Optional[int] = typer.Option(None, help="Zero-pad images to this side (e.g. 32 for D-models on 28px data).", rich_help_panel=_DATA),
-    input_norm: Optional[str] = typer.Option(None, help="dataset (per-channel mean/std) | half ((x - 0.5) / 0.5).", rich_help_panel=_DATA),
-    optimizer: Optional[str] = typer.Option(None, help="sgd | adam | beta-lasso.", rich_help_panel=_OPT),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate.", rich_help_panel=_OPT),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum.", rich_help_panel=_OPT),
-    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum (SGD).", rich_help_panel=_OPT),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (sgd/adam; weights only).", rich_help_panel=_OPT),
-    beta: Optional[float] = typer.Option(None, help="β-LASSO threshold multiplier β.", rich_help_panel=_OPT),
-    lam: Optional[float] = typer.Option(None, help="β-LASSO λ for all but the first layer.", rich_help_panel=_OPT),
-    lam_first: Optional[float] = typer.Option(None, help="β-LASSO λ for the first layer.", rich_help_panel=_OPT),
-    schedule: Optional[str] = typer.Option(None, help="cosine | constant.", rich_help_panel=_OPT),
-    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up length in epochs.", rich_help_panel=_OPT),
-    epochs: Optional[int] = typer.Option(None, help="Number of epochs.", rich_help_panel=_OPT),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size.", rich_help_panel=_OPT),
-    loss: Optional[str] = typer.Option(None, help="ce (cross-entropy) | mse | bce-onehot (sigmoid per class on one-hot targets).", rich_help_panel=_OPT),
-    seed: Optional[int] = typer.Option(None, help="Seed of every random choice.", rich_help_panel=_RUNTIME),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda.", rich_help_panel=_RUNTIME),
-    amp: Optional[str] = typer.Option(None, help="auto | off | bf16 | fp16 mixed precision.", rich_help_panel=_RUNTIME),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model.", rich_help_panel=_RUNTIME),
-    num_threads: Optional[int] = typer.Option(None, help="torch CPU threads.", rich_help_panel=_RUNTIME),
-    eval_batch_size: Optional[int] = typer.Option(None, help="Evaluation batch size.", rich_help_panel=_RUNTIME),
-    log_every: Optional[int] = typer.Option(None, help="Steps between progress refreshes.", rich_help_panel=_RUNTIME),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Epochs between 'last' checkpoints.", rich_help_panel=_RUNTIME),
-    test_every: Optional[int] = typer.Option(None, help="Epochs between test passes (the last epoch and each new best validation are always tested).", rich_help_panel=_RUNTIME),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory.", rich_help_panel=_RUNTIME),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.", rich_help_panel=_RUNTIME),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal).", rich_help_panel=_RUNTIME),
-) -> None:
+def field_option(name: str, type_name: str, s: Setting) -> tuple[Any, Any]:
+    """The (annotation, ``typer.Option``) of a TrainConfig field: ``--<name with dashes>`` (``--x/--no-x`` for a
+    bool), default None (a flag given overrides the --config file, one not given leaves it)."""
+    base = type_name.replace(" | None", "")
+    if base not in _TYPES:
+        raise TypeError(f"TrainConfig field {name!r} of type {type_name} has no CLI type; mark it cli=False")
+    flag = "--" + name.replace("_", "-")
+    decls = [f"{flag}/--no-{flag[2:]}" if base == "bool" else flag] + ([s.short] if s.short else [])
+    return Optional[_TYPES[base]], typer.Option(None, *decls, help=s.help, rich_help_panel=s.panel)
+
+
+def train_parameters(config_class: type = TrainConfig) -> list[inspect.Parameter]:
+    """The parameters of ``convemerge train``: --config, one option per TrainConfig field with ``cli=True`` (in
+    field order, each shortcut after the field it fills), then --resume and --progress. TypeError for a field
+    declared without a Setting."""
+    params = {"config": (Optional[Path], _CONFIG)}
+    for f in dataclasses.fields(config_class):
+        s = setting_of(f)
+        if s.cli:
+            params[f.name] = field_option(f.name, str(f.type), s)
+        params.update(_SHORTCUTS.get(f.name, {}))
+    params.update(_TAIL)
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+            for name, (annotation, option) in params.items()]
+
+
+def train_command(**options: Any) -> None:
     """Train a model; writes config.yaml, metrics.jsonl, checkpoints/ and summary.json to the run directory."""
+    _train(**options)
+
+
+train_command.__signature__ = inspect.Signature(train_parameters())  # type: ignore[attr-defined]
+app.command("train")(train_command)
+
+
+def _train(*, config: Path | None, opt: list[str] | None, dropout: float | None, data_opt: list[str] | None,
+           resume: bool, progress: bool | None, **fields: Any) -> None:
     from convemerge.runs import RunPaths
-    from convemerge.train import TrainConfig, merge_overrides, train
+    from convemerge.train import merge_overrides, train
     from convemerge.train.config import parse_option_pairs
 
     model_options = parse_option_pairs(opt)
     if dropout is not None:
         model_options["dropout"] = dropout
     dataset_options = parse_option_pairs(data_opt)
-    overrides = dict(
-        model=model, alpha=alpha, model_options=model_options or None, dataset=dataset, data_dir=data_dir,
-        dataset_options=dataset_options or None,
-        val_fraction=val_fraction, n_train=n_train, n_test=n_test, augment=augment, augment_policy=augment_policy, pad_to=pad_to, input_norm=input_norm, optimizer=optimizer, lr=lr,
-        momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, beta=beta, lam=lam, lam_first=lam_first,
-        schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, batch_size=batch_size, loss=loss, seed=seed,
-        device=device, amp=amp, compile=compile, num_threads=num_threads, eval_batch_size=eval_batch_size,
-        log_every=log_every, checkpoint_every=checkpoint_every, test_every=test_every, out=out,
-    )
+    options = {"model_options": model_options or None, "dataset_options": dataset_options or None}
+    # every field the command line can set, in field order (the order of the recorded command)
+    overrides = {f.name: fields[f.name] if f.name in fields else options[f.name]
+                 for f in dataclasses.fields(TrainConfig) if f.name in fields or f.name in options}
+    out = overrides["out"]
     if config is not None:
         base = TrainConfig.from_yaml(config)
     elif resume and out is not None and RunPaths(out).config.exists():

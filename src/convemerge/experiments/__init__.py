@@ -1,8 +1,11 @@
 """Each paper table and figure as a declarative recipe over the library, at named scales, and a runner.
 
 - :mod:`~convemerge.experiments.recipe` — ``Recipe``, ``Arm``, ``Job``: models × optimizers × grid × seeds -> jobs
-- :mod:`~convemerge.experiments.registry` — ``(experiment, scale) -> recipe`` (``register_recipe``, ``get_recipe``)
-- :mod:`~convemerge.experiments.recipes` — one module per experiment (table1, table2, fig2, fig3, fig4, fig5)
+- :mod:`~convemerge.experiments.registry` — ``(experiment, scale) -> recipe`` (``register_recipe``, ``get_recipe``),
+  and ``resolve_job`` (a job function by its ``"module:function"`` name)
+- ``convemerge/experiments/<name>/`` — one folder per experiment (table1, table2, fig2, fig3, fig4, fig5, cnfa,
+  convrfm): its ``recipe.py`` and, where it is not only training runs, its jobs and their helpers;
+  ``_scales.py`` holds what each scale means, shared by the recipes
 - :mod:`~convemerge.experiments.runner` — skip / resume / N local workers / Ray
 - :mod:`~convemerge.experiments.selection` — hyperparameters chosen on validation, mean over seeds
 - :mod:`~convemerge.experiments.postprocess` — per-run analysis record (description length, locality, filters)

@@ -34,7 +34,7 @@ from typing import Any
 from convemerge.errors import ConfigError
 
 __all__ = ["Arm", "Recipe", "Job", "CallableSpec", "run_id", "EXECUTION_FIELDS", "grid_points", "job_name",
-           "DEFAULT_ANALYSES"]
+           "keep_job_name", "DEFAULT_ANALYSES"]
 
 #: what runs after every training run unless a recipe says otherwise: the per-run analysis record
 DEFAULT_ANALYSES = ("convemerge.experiments.postprocess:analyse_run",)
@@ -47,6 +47,19 @@ def job_name(fn: str | Callable[..., Any]) -> str:
     if isinstance(fn, str):
         return fn
     return getattr(fn, "job_name", None) or f"{fn.__module__}:{fn.__qualname__}"
+
+
+# old "module:function" name -> the function that moved away from it (see keep_job_name)
+MOVED_JOBS: dict[str, Callable[..., Any]] = {}
+
+
+def keep_job_name(fn: Callable[..., Any], old_name: str) -> Callable[..., Any]:
+    """Give a job function that moved the ``"module:function"`` name its finished runs were made with: its run ids
+    stay, and :func:`convemerge.experiments.registry.resolve_job` still finds it under that name (manifests written
+    before the move name it so)."""
+    fn.job_name = old_name  # type: ignore[attr-defined]
+    MOVED_JOBS[old_name] = fn
+    return fn
 
 # TrainConfig fields that change where or how fast a run executes, not what it computes: left out of the run id
 # so the same recipe gives the same ids on a laptop and on a cluster.

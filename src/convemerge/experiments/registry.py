@@ -1,8 +1,9 @@
 """The one registry of recipes: ``(experiment, scale) -> builder``.
 
-Recipe modules live in :mod:`convemerge.experiments.recipes` (one file per experiment) and register their
-builders with :func:`register_recipe`; every module of that package is imported on first use, so a new
-experiment (say ``cnfa``) is added by dropping a file there — the runner, the ``all`` target and the CLI pick it up.
+Each experiment is a folder ``convemerge/experiments/<name>/`` whose ``recipe.py`` registers its builders with
+:func:`register_recipe` (its jobs and helpers sit beside it); the ``recipe`` module of every such folder is imported
+on first use, so a new experiment is added by copying a folder — the runner, the ``all`` target and the CLI pick it
+up.
 
     >>> @register_recipe("demo", scales=("quick",))          # doctest: +SKIP
     ... def demo(scale: str) -> Recipe: ...
@@ -11,13 +12,15 @@ experiment (say ``cnfa``) is added by dropping a file there — the runner, the 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from convemerge.errors import ConfigError
-from convemerge.experiments.recipe import Recipe
+from convemerge.experiments.recipe import MOVED_JOBS, Recipe
 
-__all__ = ["SCALES", "register_recipe", "get_recipe", "list_experiments", "expand_experiments"]
+__all__ = ["SCALES", "register_recipe", "get_recipe", "list_experiments", "expand_experiments", "resolve_job"]
 
 SCALES = ("quick", "cpu", "paper", "seed")
 # the scales every experiment has; others (``seed``: Table 2 in the student reproduction's setting) are opted into
@@ -53,11 +56,33 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    from convemerge.experiments import recipes
+    import convemerge.experiments as experiments
 
-    for info in sorted(pkgutil.iter_modules(recipes.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{recipes.__name__}.{info.name}")
+    for info in sorted(pkgutil.iter_modules(experiments.__path__), key=lambda m: m.name):
+        if info.ispkg and not info.name.startswith("_"):
+            module = f"{experiments.__name__}.{info.name}.recipe"
+            if importlib.util.find_spec(module) is not None:
+                importlib.import_module(module)
+
+
+def resolve_job(name: str) -> Callable[..., Any]:
+    """The job function named ``"module:function"``; a function that moved is found under its old name too
+    (:func:`~convemerge.experiments.recipe.keep_job_name`)."""
+    module, _, attr = name.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"callable job target {name!r} must be 'module:function'")
+    if name not in MOVED_JOBS:
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if not e.name or not (module == e.name or module.startswith(e.name + ".")):
+                raise  # the module exists but one of its imports is missing: not a moved job
+        except AttributeError:
+            pass
+        _load()  # the experiments' modules declare the old names of the job functions that moved
+    if name not in MOVED_JOBS:
+        raise ConfigError(f"no job function {name!r}; it is neither importable nor a moved job's old name")
+    return MOVED_JOBS[name]
 
 
 def list_experiments(scale: str | None = None) -> list[str]:

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 import traceback
@@ -109,10 +108,9 @@ def _init_worker(threads: int) -> None:
 
 
 def _call(target: str, **kwargs: Any) -> Any:
-    module, _, name = target.partition(":")
-    if not name:
-        raise ConfigError(f"callable job target {target!r} must be 'module:function'")
-    return getattr(importlib.import_module(module), name)(**kwargs)
+    from convemerge.experiments.registry import resolve_job
+
+    return resolve_job(target)(**kwargs)
 
 
 def execute_job(job: dict[str, Any], threads: int | None = None, analyse: bool = True,

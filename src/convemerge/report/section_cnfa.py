@@ -1,7 +1,7 @@
 """The ``cnfa`` experiment: (C)NFA correlations per layer (trained vs initialisation vs W₀ᵀW₀), their convergence
 with the number of images, eigenfilters and AGOP/WᵀW heat maps; the NFA of S-FC first layers, SGD vs β-LASSO.
 
-Reads the ``summary.json`` of each analysis job (:func:`convemerge.experiments.cnfa_jobs.cnfa_job`) and embeds the
+Reads the ``summary.json`` of each analysis job (:func:`convemerge.experiments.cnfa.jobs.cnfa_job`) and embeds the
 pictures it wrote beside it; nothing is recomputed.
 """
 

@@ -1,7 +1,7 @@
 """The ``convrfm`` experiment: RFM vs ConvRFM vs Deep ConvRFM vs the fixed kernels (Laplace, CNTK) vs the trained
 vanilla CNN, per dataset and training-set size; the rounds validation chose; the learned metrics' eigenfilters.
 
-Reads each kernel job's ``summary.json`` (:func:`convemerge.experiments.kernel_jobs.kernel_job`) and the CNN runs'
+Reads each kernel job's ``summary.json`` (:func:`convemerge.experiments.convrfm.jobs.kernel_job`) and the CNN runs'
 summaries, and embeds the eigenfilter pictures the jobs wrote; nothing is recomputed.
 """
 

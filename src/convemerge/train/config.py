@@ -25,64 +25,134 @@ INPUT_NORMS = ("dataset", "half")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
-# Fields that may differ between a killed run and its resumption: they change where or how fast it runs,
-# not what it computes (on the same device).
-RESUME_MUTABLE = frozenset(
-    {"device", "compile", "num_threads", "data_dir", "log_every", "eval_batch_size", "checkpoint_every", "test_every",
-     "out"}
-)
+# The help panels of ``convemerge train --help``.
+MODEL, DATA, OPTIMISATION, RUNTIME = "Model", "Data", "Optimisation", "Runtime"
+PANELS = (MODEL, DATA, OPTIMISATION, RUNTIME)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a :class:`TrainConfig` field means beyond its type and default, declared once with the field:
+    ``convemerge train`` builds the field's option from it (``--<name with dashes>``, ``--x/--no-x`` for a bool),
+    :meth:`TrainConfig.validate` checks ``choices``, and the ``resume`` fields make up :data:`RESUME_MUTABLE`."""
+
+    help: str  # the one-line help of the field's CLI option
+    panel: str  # the help panel it is listed under (one of PANELS)
+    choices: tuple[str, ...] | None = None  # the allowed values, checked by validate()
+    resume: bool = False  # may differ between a killed run and its resumption (where or how fast, not what)
+    cli: bool = True  # has an option of its own (False: set in a --config file, or through a CLI shortcut)
+    short: str | None = None  # a short form of its flag, e.g. "-o"
+
+    def __post_init__(self) -> None:
+        if self.panel not in PANELS:
+            raise ValueError(f"panel {self.panel!r} is not one of {PANELS}")
+
+
+def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A TrainConfig field with its :class:`Setting` (``help``, ``panel``, ``choices``, ``resume``, ``cli``, ``short``)
+    as metadata: ``lr: float = setting(0.1, help="Peak learning rate.", panel=OPTIMISATION)``."""
+    return field(default=default, default_factory=default_factory, metadata={"setting": Setting(**meta)})
 
 
 @dataclass
 class TrainConfig:
-    """Hyperparameters and runtime options of one training run (defaults follow the paper's Appendix A.2)."""
+    """Hyperparameters and runtime options of one training run (defaults follow the paper's Appendix A.2).
+
+    Each field is declared once, here, with :func:`setting`: its default, its CLI help and panel, its allowed
+    values, and whether it may change on resume; ``convemerge train``'s options are generated from these.
+    """
 
     # --- model ---
-    model: str = "s-fc"  # registered model name (convemerge.models.list_models())
-    alpha: int | None = None  # base channel count α; None = the model's own default
-    model_options: dict[str, Any] = field(default_factory=dict)  # extra create_model options (depth, width, dropout, ...)
+    # a registered model name (convemerge.models.list_models())
+    model: str = setting("s-fc", help="Model name (s-conv, s-local, s-fc, d-conv, ..., vanilla-cnn).", panel=MODEL)
+    # None = the model's own default
+    alpha: int | None = setting(None, help="Base channel count α.", panel=MODEL)
+    # extra create_model options (depth, width, dropout, ...); on the command line --opt key=value and --dropout
+    model_options: dict[str, Any] = setting(default_factory=dict, help="Extra create_model options.", panel=MODEL,
+                                            cli=False)
 
     # --- data ---
-    dataset: str = "cifar10"  # dataset name (convemerge.data.list_datasets())
-    data_dir: str | None = None  # dataset root; None = the data package's default search paths
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # extra load_dataset options (e.g. sigma, n_train of synthetic tasks)
-    val_fraction: float = 0.1  # stratified hold-out of the train split used for model selection (0 = none)
-    n_train: int | None = None  # stratified, seeded subsample of the remaining train split; None = all of it
-    n_test: int | None = None  # stratified subsample of the test split, the same images for every seed; None = all
-    augment: bool | None = None  # crop+flip augmentation; None = the dataset's default
-    augment_policy: str | None = None  # autoaugment | fast-autoaugment | a policy .json: per image before crop+flip, then Cutout 16 px (turns augmentation on)
-    pad_to: int | None = None  # zero-pad (black) images to this side on the device, e.g. 28 -> 32 for D-models
-    input_norm: str = "dataset"  # dataset (per-channel mean/std of the train split) | half ((x - 0.5) / 0.5 per channel)
+    # a dataset name (convemerge.data.list_datasets())
+    dataset: str = setting("cifar10", help="Dataset name (mnist, fashion-mnist, cifar10, ..., mnist-5k, digits).",
+                           panel=DATA)
+    # None = the data package's default search paths
+    data_dir: str | None = setting(None, help="Dataset root folder.", panel=DATA, resume=True)
+    # extra load_dataset options (e.g. sigma, n_train of synthetic tasks); on the command line --data-opt key=value
+    dataset_options: dict[str, Any] = setting(default_factory=dict, help="Extra load_dataset options.", panel=DATA,
+                                              cli=False)
+    # stratified hold-out of the train split used for model selection (0 = none)
+    val_fraction: float = setting(0.1, help="Validation hold-out fraction of the train split.", panel=DATA)
+    # stratified, seeded subsample of the remaining train split; None = all of it
+    n_train: int | None = setting(None, help="Stratified subsample size of the training set.", panel=DATA)
+    # None = all
+    n_test: int | None = setting(
+        None, help="Stratified subsample of the test set (the same images for every seed).", panel=DATA)
+    # None = the dataset's default
+    augment: bool | None = setting(None, help="Crop+flip augmentation (default: the dataset's).", panel=DATA)
+    # a policy (or .json) applied per image before crop+flip, then Cutout 16 px; turns augmentation on
+    augment_policy: str | None = setting(
+        None, help="autoaugment | fast-autoaugment | policy.json: per-image policy before crop+flip, then Cutout.",
+        panel=DATA)
+    # zero-pad (black) images to this side on the device, e.g. 28 -> 32 for D-models
+    pad_to: int | None = setting(
+        None, help="Zero-pad images to this side (e.g. 32 for D-models on 28px data).", panel=DATA)
+    # dataset: per-channel mean/std of the train split; half: (x - 0.5) / 0.5 per channel
+    input_norm: str = setting("dataset", help="dataset (per-channel mean/std) | half ((x - 0.5) / 0.5).", panel=DATA,
+                              choices=INPUT_NORMS)
 
     # --- optimisation ---
-    optimizer: str = "sgd"  # sgd | adam | beta-lasso
-    lr: float = 0.1  # peak learning rate (the paper: 0.1; Adam experiments: 1e-3)
-    momentum: float = 0.9  # SGD momentum (ignored by adam and beta-lasso)
-    nesterov: bool = False  # Nesterov momentum for SGD
-    weight_decay: float = 0.0  # L2 weight decay for sgd/adam on weights (biases and norms excluded)
-    adam_betas: tuple[float, float] = (0.9, 0.999)  # Adam's (beta1, beta2)
-    beta: float = 50.0  # β-LASSO threshold multiplier: weights with |w| < beta*lam are zeroed
-    lam: float = 1e-6  # β-LASSO L1 strength on every weight layer but the first
-    lam_first: float | None = None  # β-LASSO L1 strength on the first weight layer; None = lam
-    regularize_bias_and_norm: bool = False  # also apply weight decay / L1 to biases and norm parameters
-    schedule: str = "cosine"  # cosine (annealed per step to 0 over all steps) | constant
-    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (then the schedule)
-    epochs: int = 400  # number of passes over the training set (the paper: 400, Table 2: 4000)
-    batch_size: int = 512  # training mini-batch size
-    loss: str = "ce"  # ce (cross-entropy; also spelled cross-entropy) | mse | bce-onehot (sigmoid per class, one-hot targets)
+    optimizer: str = setting("sgd", help="sgd | adam | beta-lasso.", panel=OPTIMISATION, choices=OPTIMIZERS)
+    # the paper: 0.1; Adam experiments: 1e-3
+    lr: float = setting(0.1, help="Peak learning rate.", panel=OPTIMISATION)
+    # ignored by adam and beta-lasso
+    momentum: float = setting(0.9, help="SGD momentum.", panel=OPTIMISATION)
+    nesterov: bool = setting(False, help="Nesterov momentum (SGD).", panel=OPTIMISATION)
+    # on weights (biases and norms excluded)
+    weight_decay: float = setting(0.0, help="Weight decay (sgd/adam; weights only).", panel=OPTIMISATION)
+    adam_betas: tuple[float, float] = setting((0.9, 0.999), help="Adam's (beta1, beta2).", panel=OPTIMISATION,
+                                              cli=False)
+    # weights with |w| < beta*lam are zeroed
+    beta: float = setting(50.0, help="β-LASSO threshold multiplier β.", panel=OPTIMISATION)
+    lam: float = setting(1e-6, help="β-LASSO λ for all but the first layer.", panel=OPTIMISATION)
+    # None = lam
+    lam_first: float | None = setting(None, help="β-LASSO λ for the first layer.", panel=OPTIMISATION)
+    regularize_bias_and_norm: bool = setting(
+        False, help="Also apply weight decay / L1 to biases and norm parameters.", panel=OPTIMISATION, cli=False)
+    # cosine: annealed per step to 0 over all steps
+    schedule: str = setting("cosine", help="cosine | constant.", panel=OPTIMISATION, choices=SCHEDULES)
+    # linear warm-up from 0 to lr over this many epochs (then the schedule)
+    warmup_epochs: float = setting(0.0, help="Linear warm-up length in epochs.", panel=OPTIMISATION)
+    # passes over the training set (the paper: 400, Table 2: 4000)
+    epochs: int = setting(400, help="Number of epochs.", panel=OPTIMISATION)
+    batch_size: int = setting(512, help="Training batch size.", panel=OPTIMISATION)
+    # ce is also spelled cross-entropy (LOSS_ALIASES)
+    loss: str = setting(
+        "ce", help="ce (cross-entropy) | mse | bce-onehot (sigmoid per class on one-hot targets).", panel=OPTIMISATION,
+        choices=LOSSES)
 
     # --- runtime ---
-    seed: int = 0  # seeds torch, numpy, python random, the data split, the subsample and the loader generator
-    device: str = "auto"  # auto (cuda if available) | cpu | cuda
-    amp: str = "auto"  # auto (bf16 on CUDA if supported, else fp16; off on CPU) | off | bf16 | fp16
-    compile: bool = False  # wrap the model in torch.compile (CUDA only in practice)
-    num_threads: int | None = None  # torch CPU threads; None = torch's default
-    deterministic: bool | None = None  # torch deterministic algorithms; None = on for CPU, off for CUDA
-    eval_batch_size: int = 1024  # batch size for validation / test passes
-    log_every: int = 20  # steps between progress-bar refreshes (and divergence checks on CUDA)
-    checkpoint_every: int = 1  # epochs between "last" checkpoints (the final epoch and each new best always saved)
-    test_every: int = 1  # epochs between test passes (the final epoch and each new best validation always tested)
-    out: str | None = None  # run directory; None = runs/<model>-<dataset>-<optimizer>-s<seed>
+    # seeds torch, numpy, python random, the data split, the subsample and the loader generator
+    seed: int = setting(0, help="Seed of every random choice.", panel=RUNTIME)
+    # auto: cuda if available
+    device: str = setting("auto", help="auto | cpu | cuda.", panel=RUNTIME, choices=DEVICES, resume=True)
+    # auto: bf16 on CUDA if supported, else fp16; off on CPU
+    amp: str = setting("auto", help="auto | off | bf16 | fp16 mixed precision.", panel=RUNTIME, choices=AMP_MODES)
+    # CUDA only in practice
+    compile: bool = setting(False, help="torch.compile the model.", panel=RUNTIME, resume=True)
+    # None = torch's default
+    num_threads: int | None = setting(None, help="torch CPU threads.", panel=RUNTIME, resume=True)
+    # None = on for CPU, off for CUDA
+    deterministic: bool | None = setting(None, help="torch deterministic algorithms.", panel=RUNTIME, cli=False)
+    eval_batch_size: int = setting(1024, help="Evaluation batch size.", panel=RUNTIME, resume=True)
+    # also the steps between divergence checks on CUDA
+    log_every: int = setting(20, help="Steps between progress refreshes.", panel=RUNTIME, resume=True)
+    # the final epoch and each new best are always saved
+    checkpoint_every: int = setting(1, help="Epochs between 'last' checkpoints.", panel=RUNTIME, resume=True)
+    test_every: int = setting(
+        1, help="Epochs between test passes (the last epoch and each new best validation are always tested).",
+        panel=RUNTIME, resume=True)
+    # None = runs/<model>-<dataset>-<optimizer>-s<seed>
+    out: str | None = setting(None, help="Run directory.", panel=RUNTIME, resume=True, short="-o")
 
     def __post_init__(self) -> None:
         self.loss = LOSS_ALIASES.get(self.loss, self.loss)
@@ -150,12 +220,9 @@ class TrainConfig:
             if getattr(self, name) not in options:
                 raise bad(name, f"choose one of {', '.join(options)}")
 
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        choice("loss", LOSSES)
-        choice("input_norm", INPUT_NORMS)
-        choice("device", DEVICES)
-        choice("amp", AMP_MODES)
+        for name, s in settings().items():
+            if s.choices is not None:
+                choice(name, s.choices)
         if not isinstance(self.model, str) or not self.model:
             raise bad("model", "give a registered model name")
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -214,6 +281,25 @@ class TrainConfig:
 
 
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+
+
+def setting_of(f: dataclasses.Field) -> Setting:
+    """The :class:`Setting` of a TrainConfig field; TypeError naming a field declared without one."""
+    s = f.metadata.get("setting")
+    if not isinstance(s, Setting):
+        raise TypeError(f"TrainConfig field {f.name!r} has no Setting; declare it with "
+                        f"setting(<default>, help=..., panel=...) in train/config.py")
+    return s
+
+
+def settings(cls: type = TrainConfig) -> dict[str, Setting]:
+    """Every field's :class:`Setting`, in field order (what ``convemerge train`` builds its options from)."""
+    return {f.name: setting_of(f) for f in dataclasses.fields(cls)}
+
+
+# Fields that may differ between a killed run and its resumption: they change where or how fast it runs,
+# not what it computes (on the same device). Declared per field (``setting(..., resume=True)``).
+RESUME_MUTABLE = frozenset(name for name, s in settings().items() if s.resume)
 
 
 def _coerce(name: str, value: Any, type_name: str, source: str) -> Any:

@@ -4,7 +4,7 @@ SGD-trained S-CONV, S-LOCAL, 3-FC and S-FC."""
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import LABELS, fmt_settings, loss_arms, settings
+from convemerge.experiments._scales import LABELS, fmt_settings, loss_arms, settings
 from convemerge.experiments.registry import register_recipe
 
 BETAS = (0.0, 1.0, 50.0)

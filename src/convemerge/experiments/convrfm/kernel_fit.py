@@ -1,7 +1,7 @@
 """Fit a feature-learning kernel machine on an image data set, score it and save it (under ``convemerge rfm`` and
 the kernel jobs): the orchestration over :mod:`convemerge.kernels`, which only defines and fits the estimators.
 
->>> from convemerge.experiments.kernel_fit import load_image_arrays, fit_and_evaluate  # doctest: +SKIP
+>>> from convemerge.experiments.convrfm.kernel_fit import load_image_arrays, fit_and_evaluate  # doctest: +SKIP
 >>> Xtr, ytr = load_image_arrays("mnist-5k", "train", n=500, seed=0)               # doctest: +SKIP
 >>> Xte, yte = load_image_arrays("mnist-5k", "test", n=500, seed=0)                # doctest: +SKIP
 >>> est, summary = fit_and_evaluate("convrfm", Xtr, ytr, Xte, yte, n_iter=2)      # doctest: +SKIP

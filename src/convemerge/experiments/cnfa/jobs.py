@@ -3,7 +3,7 @@
 :func:`cnfa_job` is listed in a recipe with ``CallableSpec(..., per_run=(arm, ...))``: the runner calls it once
 per training run of those arms, after that run has finished, as ``cnfa_job(out=<job dir>, run=<run id>,
 dataset=..., seed=..., **kwargs)``. It finds the run directory beside its own (or, for a run shared with another
-experiment, under that experiment), writes :func:`~convemerge.experiments.cnfa_run.cnfa_for_run`'s files into
+experiment, under that experiment), writes :func:`~convemerge.experiments.cnfa.run.cnfa_for_run`'s files into
 ``out`` and a ``summary.json`` holding the table, the convergence records and the run's accuracies.
 """
 
@@ -40,7 +40,7 @@ def cnfa_job(out: str, *, run: str, dataset: str | None = None, seed: int = 0, i
     """(C)NFA of training run ``run`` (its best-validation weights) against its initialisation, on ``images``
     images of its ``split`` (train or val; never test) drawn with ``seed``; writes ``summary.json`` in ``out``.
     ``extra_powers`` adds the table against AGOP^p for each p (e.g. 0.5, the square root some versions use)."""
-    from convemerge.experiments.cnfa_run import cnfa_for_run
+    from convemerge.experiments.cnfa.run import cnfa_for_run
 
     start = time.perf_counter()
     out_path = Path(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import fmt_settings, settings
+from convemerge.experiments._scales import fmt_settings, settings
 from convemerge.experiments.registry import register_recipe
 
 KERNELS = (3, 7, 11, 15)

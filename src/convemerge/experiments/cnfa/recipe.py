@@ -17,9 +17,9 @@ AGOP images come from each run's train split (a seeded sample), never from the t
 
 from __future__ import annotations
 
-from convemerge.experiments.cnfa_jobs import cnfa_job
+from convemerge.experiments.cnfa.jobs import cnfa_job
 from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
-from convemerge.experiments.recipes._scales import fmt_settings, settings
+from convemerge.experiments._scales import fmt_settings, settings
 from convemerge.experiments.registry import register_recipe
 
 JOB = cnfa_job  # its "module:function" name enters the run ids

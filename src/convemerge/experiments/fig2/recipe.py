@@ -4,7 +4,7 @@ count that fits the training set against the best test accuracy (description len
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import LABELS, fmt_settings, per_dataset, settings
+from convemerge.experiments._scales import LABELS, fmt_settings, per_dataset, settings
 from convemerge.experiments.registry import register_recipe
 
 

@@ -21,7 +21,7 @@ from convemerge.errors import ConfigError
 
 __all__ = ["kernel_job", "kernel_arrays", "METHODS"]
 
-#: methods a job can fit (see :data:`convemerge.experiments.kernel_fit.MODELS`); the vanilla CNN is a training arm
+#: methods a job can fit (see :data:`convemerge.experiments.convrfm.kernel_fit.MODELS`); the vanilla CNN is a training arm
 METHODS = ("laplace", "rfm", "cntk", "convrfm", "deep-convrfm")
 
 
@@ -74,7 +74,7 @@ def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int =
     images of ``dataset`` and score the test subsample; writes ``summary.json`` (and the metric) in ``out``.
     ``dataset_options`` maps dataset names to their ``load_dataset`` options (e.g. ``{"noise-row": {"sigma":
     3}}``), so one recipe entry serves every dataset."""
-    from convemerge.experiments.kernel_fit import fit_and_evaluate, save_run
+    from convemerge.experiments.convrfm.kernel_fit import fit_and_evaluate, save_run
 
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}")

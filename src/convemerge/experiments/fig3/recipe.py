@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from convemerge.experiments.postprocess import architecture_counts
 from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
-from convemerge.experiments.recipes._scales import fmt_settings, loss_arms, settings
+from convemerge.experiments._scales import fmt_settings, loss_arms, settings
 from convemerge.experiments.registry import register_recipe
 
 

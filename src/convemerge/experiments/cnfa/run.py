@@ -1,5 +1,5 @@
 """(C)NFA of a trained run or of a pretrained ImageNet net: load the weights, rebuild the initialisation, draw
-images, and write :func:`~convemerge.experiments.cnfa_report.cnfa_report`'s table, convergence and pictures.
+images, and write :func:`~convemerge.experiments.cnfa.report_writer.cnfa_report`'s table, convergence and pictures.
 
 - :func:`load_init_model` rebuilds a run's network as it was before its first step, with the function the
   training loop built it with (:func:`convemerge.runs.init_model`); nothing has to be stored.
@@ -123,7 +123,7 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
     ``tables_by_power`` ({"0.5": table, ...}: the same table against AGOP^p, on the same images).
     """
     from convemerge.analysis.cnfa import nfa_table
-    from convemerge.experiments.cnfa_report import cnfa_report
+    from convemerge.experiments.cnfa.report_writer import cnfa_report
     from convemerge.runs import json_safe, load_run_model
 
     run_dir = Path(run_dir)
@@ -172,7 +172,7 @@ def cnfa_for_imagenet(name: str, weights: str | Path, images_dir: str | Path, ou
     outputs). The pretrained net's own initialisation is unknown; with ``random_init`` a fresh random net of the
     same architecture (``init_seed``) stands in for it, so the "init" columns are a chance baseline.
     """
-    from convemerge.experiments.cnfa_report import cnfa_report
+    from convemerge.experiments.cnfa.report_writer import cnfa_report
     from convemerge.models.imagenet import build_imagenet_model, load_image_folder, load_imagenet_model
 
     if outputs is not None and outputs < 1:

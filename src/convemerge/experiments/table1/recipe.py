@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convemerge.experiments.recipe import Arm, Recipe
-from convemerge.experiments.recipes._scales import (
+from convemerge.experiments._scales import (
     DEEP,
     LABELS,
     SHALLOW,

@@ -25,9 +25,9 @@ Scales:
 
 from __future__ import annotations
 
-from convemerge.experiments.kernel_jobs import kernel_job
+from convemerge.experiments.convrfm.jobs import kernel_job
 from convemerge.experiments.recipe import Arm, CallableSpec, Recipe
-from convemerge.experiments.recipes._scales import settings
+from convemerge.experiments._scales import settings
 from convemerge.experiments.registry import register_recipe
 
 JOB = kernel_job  # its "module:function" name enters the run ids
