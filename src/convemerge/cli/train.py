@@ -45,6 +45,7 @@ def train_command(
     schedule: Optional[str] = typer.Option(None, help="cosine | constant.", rich_help_panel=_OPT),
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up length in epochs.", rich_help_panel=_OPT),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs.", rich_help_panel=_OPT),
+    stop_train_loss: Optional[float] = typer.Option(None, help="Also stop after the first epoch whose mean training loss is below this (e.g. 1e-5).", rich_help_panel=_OPT),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size.", rich_help_panel=_OPT),
     loss: Optional[str] = typer.Option(None, help="ce | mse (on one-hot targets).", rich_help_panel=_OPT),
     seed: Optional[int] = typer.Option(None, help="Seed of every random choice.", rich_help_panel=_RUNTIME),
@@ -72,7 +73,7 @@ def train_command(
         dataset_options=dataset_options or None,
         val_fraction=val_fraction, n_train=n_train, n_test=n_test, augment=augment, pad_to=pad_to, optimizer=optimizer, lr=lr,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, beta=beta, lam=lam, lam_first=lam_first,
-        schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, batch_size=batch_size, loss=loss, seed=seed,
+        schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, stop_train_loss=stop_train_loss, batch_size=batch_size, loss=loss, seed=seed,
         device=device, amp=amp, compile=compile, num_threads=num_threads, eval_batch_size=eval_batch_size,
         log_every=log_every, checkpoint_every=checkpoint_every, out=out,
     )
