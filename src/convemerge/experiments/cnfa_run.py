@@ -192,8 +192,9 @@ def cnfa_for_imagenet(name: str, weights: str | Path, images_dir: str | Path, ou
     """CNFA of a pretrained ``vgg11`` / ``resnet18`` on the first ``images`` files of ``images_dir``.
 
     The AGOP sums over all outputs by default, as the authors' do; ``outputs=k`` restricts it to the k classes
-    with the largest mean logit over the images (1000 backward passes per image cost ~100× as much as 10). The pretrained net's own initialisation is unknown; with ``random_init`` a fresh random net of the
-    same architecture (``init_seed``) stands in for it, so the "init" columns are a chance baseline.
+    with the largest mean logit over the images (1000 backward passes per image cost ~100× as much as 10). The
+    pretrained net's own initialisation is unknown; with ``random_init`` a fresh random net of the same
+    architecture (``init_seed``) stands in for it, so the "init" columns are a chance baseline.
     """
     from convemerge.analysis.cnfa_report import cnfa_report
     from convemerge.models.imagenet import build_imagenet_model, load_image_folder, load_imagenet_model

@@ -63,7 +63,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (annealed per step to 0 over all steps) | constant
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (then the schedule)
     epochs: int = 400  # number of passes over the training set (the paper: 400, Table 2: 4000)
-    stop_train_loss: float | None = None  # also stop after the first epoch whose mean training loss is below this (the CNFA authors: 1e-5); None = run all epochs
+    stop_train_loss: float | None = None  # also stop after an epoch whose mean training loss is below this (CNFA authors: 1e-5)
     batch_size: int = 512  # training mini-batch size
     loss: str = "ce"  # ce (cross-entropy) | mse (squared error against one-hot targets)
 
