@@ -1,5 +1,6 @@
-"""The ``cnfa`` experiment: (C)NFA correlations per layer (trained vs initialisation vs W₀ᵀW₀), their convergence
-with the number of images, eigenfilters and AGOP/WᵀW heat maps; the NFA of S-FC first layers, SGD vs β-LASSO.
+"""The ``cnfa`` experiment: (C)NFA correlations per layer (the claim next to every baseline of
+``convemerge.analysis.cnfa``), their convergence with the number of images, eigenfilters and AGOP/WᵀW heat maps;
+the NFA of S-FC first layers, SGD vs β-LASSO.
 
 Reads the ``summary.json`` of each analysis job (:func:`convemerge.experiments.cnfa_jobs.cnfa_job`) and embeds the
 pictures it wrote beside it; nothing is recomputed.
