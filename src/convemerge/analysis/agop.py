@@ -124,7 +124,8 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
     return w if w.dim() == 3 and layer_kind(module) == "local" else w.reshape(w.shape[0], -1)
 
 
-def filter_covariance(module: nn.Module, *, per_position: bool = False, minus: nn.Module | None = None) -> torch.Tensor:
+def filter_covariance(module: nn.Module, *, per_position: bool = False,
+                      minus: nn.Module | None = None) -> torch.Tensor:
     """WᵀW (detached). Locally connected layers: Σ_p W_pᵀW_p pooled over positions, or (L, d, d) per position.
     ``minus``: a layer of the same shape (e.g. the same layer at initialisation) whose weight is subtracted first,
     giving ΔWᵀΔW with ΔW = W − W₀."""

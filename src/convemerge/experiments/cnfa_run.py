@@ -147,9 +147,9 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
     """(C)NFA report of a training run's ``which`` checkpoint against its initialisation.
 
     Writes ``cnfa.json`` and the pictures into ``out_dir`` (default ``<run_dir>/cnfa``) and returns the record:
-    ``source`` (run, checkpoint, epoch, dataset, split, image count), ``settings``, ``table`` (per layer: trained,
-    init and W₀ᵀW₀-vs-WᵀW correlations), ``convergence`` and ``figures``; with ``extra_powers`` also
-    ``tables_by_power`` ({"0.5": table, ...}: the same table against AGOP^p, on the same images).
+    ``source`` (run, checkpoint, epoch, dataset, split, image count), ``settings``, ``table`` (per layer: the
+    claim and every baseline of ``convemerge.analysis.cnfa``), ``convergence`` and ``figures``; with
+    ``extra_powers`` also ``tables_by_power`` ({"0.5": table, ...}: the same table against AGOP^p, same AGOPs).
     """
     from convemerge.analysis.cnfa_report import cnfa_report
     from convemerge.train import load_run_model
