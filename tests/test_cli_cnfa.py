@@ -130,6 +130,22 @@ def test_cli_imagenet_random_resnet18(tmp_path, capsys):
     assert len(rec["source"]["outputs"]) == 2 and "random" in rec["source"]["init"]
     (row,) = rec["table"]
     assert row["layer"] == "conv1" and row["in_dim"] == 3 * 7 * 7 and row["init_pearson"] is not None
+    # the stand-in "pretrained" net here is the seed-0 random net itself: ΔW = 0, so the centred column is empty
+    assert row["moved"] == 0.0 and row["delta_pearson"] is None and "0.5" in rec["tables_by_power"]
+    # by default the AGOP sums over every output, as the authors' scripts do
+    from convemerge.analysis.agop import layer_agop
+    from convemerge.experiments.cnfa.run import cnfa_for_imagenet
+    from convemerge.models.imagenet import load_image_folder
+
+    rec = cnfa_for_imagenet("resnet18", weights, folder, tmp_path / "all", images=2, layers=["conv1"], sizes=(),
+                            plot_layers=[])
+    assert rec["source"]["outputs"] is None
+    x = load_image_folder(folder, limit=2)
+    g = layer_agop(net.eval(), "conv1", x)
+    from convemerge.analysis.agop import filter_covariance
+    from convemerge.analysis.cnfa import pearson_correlation
+
+    assert rec["table"][0]["pearson"] == pytest.approx(pearson_correlation(g, filter_covariance(net.conv1)), abs=1e-5)
 
 
 def test_top_outputs_picks_the_largest_mean_logits():

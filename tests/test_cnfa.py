@@ -92,6 +92,57 @@ def test_nfa_table_values_and_baselines():
     assert all(r["w0_pearson"] == pytest.approx(1.0) and r["init_pearson"] == pytest.approx(r["pearson"]) for r in same)
 
 
+def test_every_baseline_and_the_centred_ansatz_by_hand():
+    # a "trained" net = its initialisation plus a known change, so ΔW = W_T − W₀ is exact; every column is
+    # recomputed here in numpy from the raw weights and an independently computed AGOP
+    init = small_cnn(0)
+    model = copy.deepcopy(init)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in (model[0], model[2]):
+            m.weight.add_(0.3 * torch.randn(m.weight.shape, generator=gen, dtype=DT))
+    x = torch.randn(7, 3, 8, 8, dtype=DT)
+    rows = {r["layer"]: r for r in nfa_table(model, x, init_model=init)}
+
+    def corr(a, b):
+        return np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
+    def cos(a, b):
+        return float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b))
+
+    for name, k in (("0", 0), ("2", 2)):
+        w = model[k].weight.detach().numpy().reshape(model[k].out_channels, -1)
+        w0 = init[k].weight.detach().numpy().reshape(init[k].out_channels, -1)
+        dw = w - w0
+        g, g0 = layer_agop(model, name, x).numpy(), layer_agop(init, name, x).numpy()
+        r = rows[name]
+        assert r["delta_pearson"] == pytest.approx(corr(g, dw.T @ dw), abs=1e-10)
+        assert r["delta_cosine"] == pytest.approx(cos(g, dw.T @ dw), abs=1e-10)
+        assert r["agop_w0_pearson"] == pytest.approx(corr(g, w0.T @ w0), abs=1e-10)
+        assert r["agop_w0_cosine"] == pytest.approx(cos(g, w0.T @ w0), abs=1e-10)
+        assert r["w0_pearson"] == pytest.approx(corr(w0.T @ w0, w.T @ w), abs=1e-10)
+        assert r["init_pearson"] == pytest.approx(corr(g0, w0.T @ w0), abs=1e-10)
+        assert r["pearson"] == pytest.approx(corr(g, w.T @ w), abs=1e-10)
+        assert r["moved"] == pytest.approx(np.linalg.norm(dw) / np.linalg.norm(w0), abs=1e-12)
+    # untouched layers did not move: ΔW = 0, so the centred correlation is undefined (None in JSON, NaN here)
+    assert rows["7"]["moved"] == 0.0 and math.isnan(rows["7"]["delta_pearson"])
+    # the centred ansatz differs from the plain one once W₀ is not negligible
+    assert abs(rows["0"]["delta_pearson"] - rows["0"]["pearson"]) > 1e-3
+
+
+def test_tables_for_both_powers_come_from_one_agop(tmp_path):
+    model, init = small_cnn(0), small_cnn(1)
+    x = torch.randn(6, 3, 8, 8, dtype=DT)
+    rec = cnfa_report(model, x, init_model=init, out_dir=tmp_path, sizes=(), n_filters=2, plot_layers=[],
+                      extra_powers=(0.5,))
+    direct = nfa_table(model, x, init_model=init, power=0.5)
+    half = rec["tables_by_power"]["0.5"]
+    keys = ("pearson", "cosine", "agop_w0_pearson", "w0_pearson", "init_pearson", "delta_pearson", "delta_cosine")
+    for got, want in zip(half, direct):
+        assert [got[k] for k in keys] == pytest.approx([want[k] for k in keys], abs=1e-9)
+    assert [r["pearson"] for r in rec["table"]] != pytest.approx([r["pearson"] for r in half], abs=1e-3)
+
+
 def test_nfa_table_skips_large_layers_and_checks_init_architecture():
     model = small_cnn()
     x = torch.randn(3, 3, 8, 8, dtype=DT)

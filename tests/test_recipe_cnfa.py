@@ -12,7 +12,7 @@ import pytest
 
 from convemerge.errors import ConfigError
 from convemerge.experiments import Arm, CallableSpec, Job, Recipe, get_recipe, list_experiments
-from convemerge.experiments.cnfa.recipe import CONV_ARM, SFC_ARMS
+from convemerge.experiments.cnfa.recipe import AUTHORS_ARM, CONTROL_ARM, CONV_ARMS, SFC_ARMS
 from convemerge.experiments.reproduce import write_manifest
 from convemerge.experiments.runner import is_finished, run_jobs
 
@@ -22,8 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- expansion
-@pytest.mark.parametrize("scale,n_data,n_seeds", [("quick", 1, 2), ("cpu", 2, 3), ("paper", 2, 3)])
-def test_expansion_pairs_every_run_with_one_analysis(scale, n_data, n_seeds, tmp_path):
+# runs per seed: authors' arm on every dataset, the control on CIFAR-10 (quick: mnist-5k), S-FC × 2 on the
+# single-channel datasets
+@pytest.mark.parametrize("scale,n_runs,n_seeds", [("quick", 4, 2), ("cpu", 3 + 1 + 4, 3), ("paper", 3 + 1 + 4, 3)])
+def test_expansion_pairs_every_run_with_one_analysis(scale, n_runs, n_seeds, tmp_path):
     from convemerge.train.config import TrainConfig
 
     assert "cnfa" in list_experiments(scale)
@@ -31,23 +33,35 @@ def test_expansion_pairs_every_run_with_one_analysis(scale, n_data, n_seeds, tmp
     jobs = recipe.jobs(tmp_path)
     train = {j.run_id: j for j in jobs if j.kind == "train"}
     calls = [j for j in jobs if j.kind == "callable"]
-    assert len(train) == len(calls) == 3 * n_data * n_seeds
+    assert len(train) == len(calls) == n_runs * n_seeds
     for j in train.values():
         TrainConfig.from_dict({**j.config, "out": j.out})
-        if j.arm == CONV_ARM:
-            assert j.config["model"] == "vanilla-cnn" and j.config["optimizer"] == "adam"
-            assert j.config["lr"] == 1e-3 and j.config["n_train"] == 2000
-            assert j.config["model_options"]["width"] == 64 and j.config["model_options"]["kernel_size"] == 3
+        if j.arm in CONV_ARMS:  # the authors' verification net and training, at the scale's width and budget
+            c, opts = j.config, j.config["model_options"]
+            assert c["model"] == "vanilla-cnn" and c["optimizer"] == "adam" and c["schedule"] == "constant"
+            assert c["lr"] == 1e-3 and c["n_train"] == 2000 and c["batch_size"] == 128 and c["augment"] is False
+            assert c["stop_train_loss"] == 1e-5 and c["val_fraction"] == 0.0 and c["weight_decay"] == 0.0
+            assert opts["kernel_size"] == 3 and opts["bias"] is False
+            assert opts.get("init_std") == (0.005 if j.arm == AUTHORS_ARM else None)
+            if scale != "quick":
+                assert opts["depth"] == 4
+            if scale == "paper":
+                assert opts["width"] == 64 and c["epochs"] == 1000
         else:
             assert j.config["model"] == "s-fc" and j.arm in SFC_ARMS
     for c in calls:
         run = train[c.config["run"]]
         assert c.after == (run.run_id,) and c.target == JOB
         assert (c.dataset, c.seed) == (run.dataset, run.seed) == (c.config["dataset"], c.config["seed"])
-        assert c.config["split"] == "train" and c.arm == ("cnfa" if run.arm == CONV_ARM else "nfa-sfc")
+        assert c.config["split"] == "train" and c.arm == ("cnfa" if run.arm in CONV_ARMS else "nfa-sfc")
+        if run.arm in CONV_ARMS and scale != "quick":  # the AGOP over every training image
+            assert c.config["images"] == run.config["n_train"] == 2000
         assert Path(c.out).parent == Path(run.out).parent  # siblings: the job finds its run next to it
         assert Job.from_dict(c.to_dict()) == c
     assert len({c.run_id for c in calls}) == len(calls)
+    if scale != "quick":
+        datasets = {a: {j.dataset for j in train.values() if j.arm == a} for a in (AUTHORS_ARM, CONTROL_ARM)}
+        assert datasets == {AUTHORS_ARM: {"cifar10", "mnist", "fashion-mnist"}, CONTROL_ARM: {"cifar10"}}
 
 
 def test_quick_scale_shares_fig4s_sfc_runs_and_overrides_follow(tmp_path):
@@ -58,7 +72,7 @@ def test_quick_scale_shares_fig4s_sfc_runs_and_overrides_follow(tmp_path):
     # --seeds and --dataset: the analyses follow the runs
     small = cnfa.with_overrides(seeds=1, datasets=("digits",)).jobs(tmp_path)
     assert {(j.kind, j.dataset, j.seed) for j in small} == {("train", "digits", 0), ("callable", "digits", 0)}
-    assert len(small) == 6
+    assert len(small) == 8  # 4 arms, one run and one analysis each
 
 
 def test_per_run_must_name_an_arm():
@@ -120,10 +134,13 @@ def test_a_run_shared_with_another_experiment_is_linked_before_its_analysis(tmp_
 # ----------------------------------------------------------------------------- report section, fabricated
 def _fake_table(p1: float, p2: float, init: float) -> list[dict]:
     def row(layer, kind, d, p, skipped=None):
-        vals = dict.fromkeys(("pearson", "cosine", "init_pearson", "init_cosine", "w0_pearson", "w0_cosine"))
+        keys = ("pearson", "cosine", "agop_w0_pearson", "agop_w0_cosine", "w0_pearson", "w0_cosine", "init_pearson",
+                "init_cosine", "delta_pearson", "delta_cosine", "moved")
+        vals = dict.fromkeys(keys)
         if not skipped:
-            vals.update(pearson=p, cosine=p + 0.01, init_pearson=init, init_cosine=init, w0_pearson=0.5,
-                        w0_cosine=0.6)
+            vals.update(pearson=p, cosine=p + 0.01, agop_w0_pearson=p - 0.3, agop_w0_cosine=0.2, w0_pearson=0.5,
+                        w0_cosine=0.6, init_pearson=init, init_cosine=init, delta_pearson=p - 0.1,
+                        delta_cosine=0.3, moved=1.5)
         return {"layer": layer, "kind": kind, "in_dim": d, "out_dim": 64, "n_images": 100, "power": 1.0, **vals,
                 "skipped": skipped}
 
@@ -141,16 +158,17 @@ def test_report_section_on_fabricated_records(tmp_path):
     for j in jobs:
         Path(j.out).mkdir(parents=True)
         if j.kind == "train":
-            summary = {"status": "completed", "best_val_acc": 0.9, "test_acc_at_best": 0.88, "best_epoch": 2,
-                       "final": {"train_acc": 0.95}}
+            summary = {"status": "completed", "best_val_acc": None, "final": {"train_acc": 1.0, "train_loss": 9e-6}}
         elif j.arm == "cnfa":
             p1, p2 = values[j.seed]
             summary = {"status": "completed", "run": j.config["run"], "table": _fake_table(p1, p2, 0.5),
                        "tables_by_power": {"0.5": _fake_table(p1 + 0.05, p2 + 0.05, 0.6)},
                        "convergence": [{"n": n, "layer": "layer1", "pearson": p1, "pearson_vs_all": 1.0}
                                        for n in (10, 20, 100)],
-                       "train": {"final_train_acc": 0.95, "best_val_acc": 0.9, "test_acc_at_best": 0.88,
-                                 "best_epoch": 2}}
+                       "source": {"checkpoint": "last"},
+                       "train": {"final_train_acc": 1.0, "final_train_loss": 9e-6, "final_test_acc": 0.4,
+                                 "epochs_done": 30 + j.seed, "stopped_early": "train_loss 9e-06 < 1e-05",
+                                 "best_val_acc": None, "test_acc_at_best": None, "best_epoch": None}}
         elif j.seed == 0:  # S-FC analyses: one diverged run, not analysed
             summary = {"status": "skipped", "run": j.config["run"], "reason": "training run status is 'diverged'"}
         else:
@@ -159,14 +177,18 @@ def test_report_section_on_fabricated_records(tmp_path):
     files = build_report(tmp_path)
     md = files.markdown.read_text()
     section = md[md.index("## Convolutional neural feature ansatz"):]
-    assert "4/6 analyses finished" in section and "diverged" in section
-    assert "| layer1 | conv | 9 | 0.800 ± 0.141 | 0.500 ± 0.000 | 0.300 ± 0.141 | 0.500 ± 0.000 |" in section
+    assert "6/8 analyses finished" in section and "diverged" in section
+    # claim, AGOP_T vs W₀ᵀW₀, their difference, W₀ᵀW₀ vs W_TᵀW_T, ‖ΔW‖/‖W₀‖, at init, centred, three cosines
+    assert ("| layer1 | conv | 9 | 0.800 ± 0.141 | 0.500 ± 0.141 | 0.300 ± 0.000 | 0.500 ± 0.000 | 1.500 ± 0.000 "
+            "| 0.500 ± 0.000 | 0.700 ± 0.141 | 0.810 ± 0.141 | 0.200 ± 0.000 | 0.300 ± 0.000 |") in section
     assert "| layer2 | conv | 576 | 0.500 ± 0.141 |" in section
     assert "skipped: input dimension 50176" in section
-    assert "0.850 ± 0.141 | 0.600 ± 0.000 | 0.250 ± 0.141" in section  # the AGOP^0.5 table
-    assert "cnfa-mnist-5k-vanilla-cnn-adam-bars.png" in section
-    assert "cnfa-mnist-5k-vanilla-cnn-adam-convergence.png" in section
-    assert (files.figures / "cnfa-mnist-5k-vanilla-cnn-adam-bars.png").stat().st_size > 1000
+    assert "| layer1 | 0.850 ± 0.141 | 0.550 ± 0.141 | 0.300 ± 0.000 |" in section  # the AGOP^0.5 table
+    assert "30.5 ± 0.7 (2/2 stopped on the loss)" in section and "9.0e-06, 9.0e-06" in section
+    for arm in ("authors-init", "default-init"):
+        assert f"cnfa-mnist-5k-vanilla-cnn-{arm}-bars.png" in section
+        assert f"cnfa-mnist-5k-vanilla-cnn-{arm}-convergence.png" in section
+        assert (files.figures / f"cnfa-mnist-5k-vanilla-cnn-{arm}-bars.png").stat().st_size > 1000
     assert "Building this section failed" not in md
 
 

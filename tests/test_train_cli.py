@@ -49,11 +49,30 @@ def test_config_file_and_flags(tmp_path, capsys):
     assert "run" in table and "beta-lasso" in table and f"{100 * summary['best_val_acc']:.2f}%" in table
 
 
+def test_authors_net_options_and_loss_threshold_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "authors"
+    args = ["train", "--model", "vanilla-cnn", "--opt", "width=4", "--opt", "depth=2", "--opt", "bias=false",
+            "--opt", "init_std=5e-3", "--dataset", "digits", "--n-train", "200", "--optimizer", "adam",
+            "--lr", "1e-2", "--schedule", "constant", "--epochs", "30", "--stop-train-loss", "0.8",
+            "--val-fraction", "0", "--num-threads", "1", "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_done"] < 30 and "stop_train_loss 0.8" in summary["stopped_early"]
+    assert "stopped early" in capsys.readouterr().out
+    from convemerge.train import TrainConfig
+
+    saved = TrainConfig.from_yaml(out / "config.yaml")
+    assert saved.stop_train_loss == 0.8
+    assert saved.model_options == {"width": 4, "depth": 2, "bias": False, "init_std": 0.005}
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--model", "nope"], "unknown model 'nope'"),
     (["--optimizer", "rmsprop"], "optimizer='rmsprop' is invalid"),
     (["--model", "d-conv"], "--pad-to"),
     (["--opt", "depth"], "key=value"),
+    (["--model", "vanilla-cnn", "--opt", "init_std=-1"], "init_std=-1 is invalid"),
+    (["--stop-train-loss", "0"], "stop_train_loss=0.0 is invalid"),
     (["--device", "cuda"], "CUDA is not available"),
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, args, fragment):

@@ -110,6 +110,9 @@ def test_overrides_beat_file_and_none_means_unset():
 def test_parse_option_pairs_types():
     assert parse_option_pairs(["depth=4", "dropout=0.5", "bias=false", "name=abc", "kernel-size=5"]) == {
         "depth": 4, "dropout": 0.5, "bias": False, "name": "abc", "kernel_size": 5}
+    # YAML 1.1 reads exponent notation without a dot as text; options take it as the number it is
+    assert parse_option_pairs(["init_std=5e-3", "a=1E4", "b=-2.5e-1", "c=e5"]) == {
+        "init_std": 0.005, "a": 1e4, "b": -0.25, "c": "e5"}
     with pytest.raises(ConfigError, match="key=value"):
         parse_option_pairs(["depth"])
 

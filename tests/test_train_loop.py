@@ -142,3 +142,28 @@ def test_non_square_images_keep_their_shape(tmp_path):
     assert result.summary["geometry"]["image_size"] == [16, 32]
     model = load_run_model(result.run_dir, "last")
     assert model.first_layer_filters().shape[-2:] == (16, 32)
+
+
+def test_stop_train_loss_stops_early_and_says_why(tmp_path):
+    # digits with S-FC fits its training set within a few epochs: a loose threshold stops the run well before
+    # its budget, the last checkpoint is that epoch, and a resume of the stopped run trains nothing more
+    cfg = _cfg(tmp_path / "s", epochs=40, stop_train_loss=0.5, val_fraction=0.0)
+    result = train(cfg, verbose=False)
+    hist = result.history
+    assert len(hist) < 40 and hist[-1]["train_loss"] < 0.5
+    assert all(r["train_loss"] >= 0.5 for r in hist[:-1])  # the first epoch under the threshold is the last
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_done"] == len(hist)
+    assert "stop_train_loss" in summary["stopped_early"] and f"epoch {len(hist)}" in summary["stopped_early"]
+    state = json.loads((result.run_dir / "checkpoints/last/state.json").read_text())
+    assert state["epoch"] == len(hist) and state["config"]["stop_train_loss"] == 0.5
+    assert TrainConfig.from_yaml(result.run_dir / "config.yaml").stop_train_loss == 0.5
+    again = train(cfg, resume=True, verbose=False)
+    assert len(again.history) == len(hist)
+    # without the threshold the same run uses its whole budget
+    assert "stopped_early" not in train(_cfg(tmp_path / "f", epochs=2), verbose=False).summary
+
+
+def test_stop_train_loss_must_be_positive():
+    with pytest.raises(ConfigError, match="stop_train_loss"):
+        TrainConfig(stop_train_loss=0.0).validate()

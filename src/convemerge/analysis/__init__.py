@@ -32,7 +32,7 @@ _EXPORTS = {
              "psd_power", "resolve_layer", "sym_matrix_power", "unsupported_reason", "weight_matrix"),
     "cnfa": ("DEFAULT_SIZES", "convergence_records", "convergence_sizes", "cosine_similarity", "cumulative_agops",
              "matrix_correlations", "nfa_convergence", "nfa_table", "pearson_correlation", "select_layers",
-             "table_from_agops"),
+             "table_from_agops", "tables_by_power"),
     "filters": ("eigenfilters", "input_agop_eigenimages", "patch_shape", "top_eigenvectors"),
     "plots_nfa": ("filter_images", "plot_agop_vs_wtw", "plot_filter_grid", "plot_nfa_convergence", "plot_nfa_table"),
 }

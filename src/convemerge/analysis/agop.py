@@ -102,9 +102,17 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
     return w if w.dim() == 3 and layer_kind(module) == "local" else w.reshape(w.shape[0], -1)
 
 
-def filter_covariance(module: nn.Module, *, per_position: bool = False) -> torch.Tensor:
-    """WᵀW (detached). Locally connected layers: Σ_p W_pᵀW_p pooled over positions, or (L, d, d) per position."""
+def filter_covariance(module: nn.Module, *, per_position: bool = False,
+                      minus: nn.Module | None = None) -> torch.Tensor:
+    """WᵀW (detached). Locally connected layers: Σ_p W_pᵀW_p pooled over positions, or (L, d, d) per position.
+    ``minus``: a layer of the same shape (e.g. the same layer at initialisation) whose weight is subtracted first,
+    giving ΔWᵀΔW with ΔW = W − W₀."""
     w = weight_matrix(module).detach()
+    if minus is not None:
+        w0 = weight_matrix(minus).detach()
+        if w0.shape != w.shape:
+            raise ConfigError(f"cannot subtract a weight of shape {tuple(w0.shape)} from one of shape {tuple(w.shape)}")
+        w = w - w0.to(w)
     if w.dim() == 3:
         return w.transpose(1, 2) @ w if per_position else torch.einsum("lod,loe->de", w, w)
     return w.T @ w

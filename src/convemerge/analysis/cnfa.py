@@ -5,8 +5,17 @@ For a linear layer the AGOP is over the layer's flat input (NFA); for a conv lay
 pooled over positions (Σ_p W_pᵀW_p vs Σ_p G_p), optionally also compared position by position.
 
 Each record reports the Pearson correlation (centred) and cosine similarity (uncentred) of the flattened
-matrices, for the trained model, for the same model at initialisation (``init_model``: its own AGOP vs
-W₀ᵀW₀), and corr(W₀ᵀW₀, WᵀW) — how much of the match was there before training.
+matrices for the claim and, given the network at initialisation (``init_model``), the baselines it must beat
+(prefix of the keys, each with ``_pearson`` and ``_cosine``):
+
+- (none)     corr(AGOP_T, W_TᵀW_T)   the ansatz for the trained network
+- ``agop_w0``  corr(AGOP_T, W₀ᵀW₀)     the trained gradients against the *initial* filters
+- ``w0``       corr(W₀ᵀW₀, W_TᵀW_T)    did the filters move?
+- ``init``     corr(AGOP₀, W₀ᵀW₀)      the network at initialisation: high by construction (AGOP₀ = W₀ᵀ S W₀)
+- ``delta``    corr(AGOP_T, ΔWᵀΔW)     the centred ansatz, ΔW = W_T − W₀ (the initial term removed)
+
+plus ``moved`` = ‖W_T − W₀‖_F / ‖W₀‖_F. The claim means something only where it clearly beats ``agop_w0``
+while ``moved`` is not small.
 
 Example::
 
@@ -45,7 +54,11 @@ __all__ = [
     "pearson_correlation",
     "select_layers",
     "table_from_agops",
+    "tables_by_power",
 ]
+
+# key prefixes of the baselines (each with _pearson and _cosine), in the order the report prints them
+BASELINES = ("agop_w0", "w0", "init", "delta")
 
 DEFAULT_SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
 
@@ -116,18 +129,19 @@ def _record(
         "n_images": n,
         "power": power,
         **matrix_correlations(agop, wtw),
-        "init_pearson": None,
-        "init_cosine": None,
-        "w0_pearson": None,
-        "w0_cosine": None,
+        **dict.fromkeys(_BASELINE_KEYS),
+        "moved": None,
         "skipped": None,
     }
     if init_layer is not None:
         w0tw0 = filter_covariance(init_layer.module)
-        init = matrix_correlations(init_agop, w0tw0)
-        drift = matrix_correlations(w0tw0, wtw)
-        rec.update(init_pearson=init["pearson"], init_cosine=init["cosine"])
-        rec.update(w0_pearson=drift["pearson"], w0_cosine=drift["cosine"])
+        pairs = {"agop_w0": (agop, w0tw0), "w0": (w0tw0, wtw), "init": (init_agop, w0tw0),
+                 "delta": (agop, filter_covariance(layer.module, minus=init_layer.module))}
+        for prefix, (a, b) in pairs.items():
+            for stat, value in matrix_correlations(a, b).items():
+                rec[f"{prefix}_{stat}"] = value
+        w, w0 = layer.module.weight.detach().double(), init_layer.module.weight.detach().double()
+        rec["moved"] = float((w - w0).norm() / w0.norm()) if w0.norm() > 0 else float("nan")
     if agop_pos is not None:  # local layer, position by position: mean of the per-position correlations
         wtw_pos = filter_covariance(layer.module, per_position=True)
         per = [matrix_correlations(a, w) for a, w in zip(agop_pos, wtw_pos)]
@@ -141,8 +155,11 @@ def _nanmean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else float("nan")
 
 
+_BASELINE_KEYS = tuple(f"{prefix}_{stat}" for prefix in BASELINES for stat in ("pearson", "cosine"))
+
+
 def _skipped_record(layer: AgopLayer, reason: str, n: int, power: float) -> dict:
-    keys = ("pearson", "cosine", "init_pearson", "init_cosine", "w0_pearson", "w0_cosine")
+    keys = ("pearson", "cosine", *_BASELINE_KEYS, "moved")
     return {
         "layer": layer.name,
         "kind": layer.kind,
@@ -184,6 +201,28 @@ def table_from_agops(
     return rows
 
 
+def tables_by_power(
+    model: nn.Module,
+    agop_by_layer: dict[str, torch.Tensor],
+    n: int,
+    powers: Sequence[float],
+    *,
+    init_model: nn.Module | None = None,
+    init_agop_by_layer: dict[str, torch.Tensor] | None = None,
+    skipped: dict[str, str] | None = None,
+) -> dict[str, list[dict]]:
+    """``{f"{p:g}": table}``: :func:`table_from_agops` against AGOP^p for each power p, from AGOPs of power 1
+    computed once (the matrix power is cheap; the AGOP sweep is not)."""
+    out = {}
+    for p in powers:
+        agop_p = {name: sym_matrix_power(g, p) for name, g in agop_by_layer.items()}
+        init_p = None if init_agop_by_layer is None else {
+            name: sym_matrix_power(g, p) for name, g in init_agop_by_layer.items()}
+        out[f"{p:g}"] = table_from_agops(model, agop_p, n, power=p, init_model=init_model,
+                                         init_agop_by_layer=init_p, skipped=skipped)
+    return out
+
+
 def nfa_table(
     model: nn.Module,
     x: torch.Tensor,
@@ -197,10 +236,10 @@ def nfa_table(
 ) -> list[dict]:
     """One record per weight layer (input → output): NFA/CNFA correlations of WᵀW with AGOP^power.
 
-    Keys: layer, kind, in_dim, out_dim, n_images, power, pearson, cosine, init_pearson, init_cosine
-    (``init_model``'s AGOP vs W₀ᵀW₀), w0_pearson, w0_cosine (W₀ᵀW₀ vs WᵀW), skipped (None, or why the
-    layer was not analysed: see ``max_dim``); for local layers with ``local_per_position=True`` also
-    per_position_pearson_mean / per_position_cosine_mean. Entries without an init model are None.
+    Keys: layer, kind, in_dim, out_dim, n_images, power, pearson, cosine (AGOP^power vs WᵀW), the baselines
+    ``{agop_w0,w0,init,delta}_{pearson,cosine}`` and ``moved`` of the module docstring (None without an
+    ``init_model``), skipped (None, or why the layer was not analysed: see ``max_dim``); for local layers with
+    ``local_per_position=True`` also per_position_pearson_mean / per_position_cosine_mean.
     ``agop_options`` go to :func:`convemerge.analysis.agop.agops` (batch_size, output_chunk, outputs, ...).
     """
     used, skipped = select_layers(model, layers, max_dim)

@@ -24,20 +24,31 @@ def print_table(record: dict) -> None:
     title = (f"(C)NFA of {src.get('run') or src.get('model')}: {settings.get('n_images')} images"
              f"{' of the ' + src['split'] + ' split' if src.get('split') else ''}, AGOP^{settings.get('power', 1):g}")
     table = Table(title=title)
-    for col in ("layer", "kind", "d", "Pearson", "cosine", "Pearson at init", "Pearson W₀ᵀW₀ vs WᵀW"):
+    columns = {"claim": "pearson", "cos": "cosine", "vs W₀": "agop_w0_pearson", "W moved": "w0_pearson",
+               "at init": "init_pearson", "centred": "delta_pearson", "‖ΔW‖/‖W₀‖": "moved"}
+    for col in ("layer", "kind", "d", *columns):
         table.add_column(col, justify="left" if col in ("layer", "kind") else "right")
     skipped = []
     for row in record.get("table", []):
         if row.get("skipped"):
-            table.add_row(row["layer"], row["kind"], str(row["in_dim"]), "skipped", "", "", "")
+            table.add_row(row["layer"], row["kind"], str(row["in_dim"]), "skipped", *[""] * (len(columns) - 1))
             skipped.append(f"{row['layer']}: {row['skipped']}")
             continue
-        table.add_row(row["layer"], row["kind"], str(row["in_dim"]), _fmt(row.get("pearson")),
-                      _fmt(row.get("cosine")), _fmt(row.get("init_pearson")), _fmt(row.get("w0_pearson")))
+        table.add_row(row["layer"], row["kind"], str(row["in_dim"]), *(_fmt(row.get(k)) for k in columns.values()))
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: wide enough for every column rather than rich's 80
+        console = Console(width=132)
     console.print(table)
+    console.print("Pearson correlations: claim = corr(AGOP_T, W_TᵀW_T) (cos: its cosine); vs W₀ = corr(AGOP_T, "
+                  "W₀ᵀW₀); W moved = corr(W₀ᵀW₀, W_TᵀW_T); at init = corr(AGOP₀, W₀ᵀW₀); centred = corr(AGOP_T, "
+                  "ΔWᵀΔW), ΔW = W_T − W₀. Both AGOP powers and all cosines are in cnfa.json.")
     for line in skipped:
         console.print(f"skipped {line}")
+
+
+def _other_power(power: float) -> tuple[float, ...]:
+    """Both versions of the ansatz (AGOP and AGOP^½) are always computed; the table prints ``--power``."""
+    return tuple(p for p in (1.0, 0.5) if p != power)
 
 
 @app.command("cnfa")
@@ -62,8 +73,8 @@ def cnfa_command(
                                                                    "dict (.safetensors or .pth)."),
     images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="With --imagenet: folder of .jpg/.png "
                                                                          "images (first N by name)."),
-    outputs: Optional[int] = typer.Option(None, "--outputs", help="With --imagenet: the K classes of largest mean "
-                                                                  "logit over the images (default 10)."),
+    outputs: Optional[int] = typer.Option(None, "--outputs", help="With --imagenet: sum the AGOP over the K classes "
+                                                                  "of largest mean logit only (default: all 1000)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is often fastest on a "
                                                                   "busy machine)."),
 ) -> None:
@@ -84,7 +95,7 @@ def cnfa_command(
         record = cnfa_run.cnfa_for_imagenet(
             imagenet, weights, images_dir, out, images=images or cnfa_run.DEFAULT_IMAGENET_IMAGES,
             outputs=outputs if outputs is not None else cnfa_run.DEFAULT_IMAGENET_OUTPUTS, power=power,
-            layers=layer, seed=seed)
+            layers=layer, seed=seed, extra_powers=_other_power(power))
         where = out
     else:
         if run_dir is None:
@@ -93,7 +104,7 @@ def cnfa_command(
             fail("--outputs applies to --imagenet only (a run's AGOP sums over all of its outputs)")
         record = cnfa_run.cnfa_for_run(run_dir, out, images=images or cnfa_run.DEFAULT_RUN_IMAGES, split=split,
                                        dataset=dataset, data_dir=data_dir, power=power, which=which, seed=seed,
-                                       layers=layer)
+                                       layers=layer, extra_powers=_other_power(power))
         where = out or run_dir / "cnfa"
     print_table(record)
     print(f"wrote {RunPaths(where).cnfa} and {len(record.get('figures', []))} figure(s) in {where}")

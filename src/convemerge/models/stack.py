@@ -17,13 +17,31 @@ from convemerge.layers import LocallyConnected2d
 from convemerge.layers.local import output_size
 from convemerge.models.base import ConvemergeModel, set_input_shape
 
-__all__ = ["LayerStack", "StackBuilder", "check_dropout"]
+__all__ = ["LayerStack", "StackBuilder", "check_dropout", "normal_init_"]
 
 
 def check_dropout(rate) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
         raise ConfigError(f"dropout={rate!r} is invalid; give a rate in [0, 1)")
     return float(rate)
+
+
+def normal_init_(model: ConvemergeModel, std, *, what: str = "init_std") -> ConvemergeModel:
+    """Draw every weight of ``model``'s weight layers from N(0, std²) and zero their biases (in place; uses torch's
+    global RNG like PyTorch's own initialisation, so the same seed gives the same net). ``std`` may arrive as text
+    from the command line (``--opt init_std=5e-3`` is read as a string by YAML 1.1)."""
+    try:
+        value = float(std) if not isinstance(std, bool) else float("nan")
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{what}={std!r} is invalid; give a positive number (e.g. 0.005) or leave it unset")
+    with torch.no_grad():
+        for layer in model.weight_layers():
+            nn.init.normal_(layer.module.weight, mean=0.0, std=value)
+            if getattr(layer.module, "bias", None) is not None:
+                nn.init.zeros_(layer.module.bias)
+    return model
 
 
 class LayerStack(ConvemergeModel):

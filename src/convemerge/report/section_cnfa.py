@@ -1,5 +1,6 @@
-"""The ``cnfa`` experiment: (C)NFA correlations per layer (trained vs initialisation vs W₀ᵀW₀), their convergence
-with the number of images, eigenfilters and AGOP/WᵀW heat maps; the NFA of S-FC first layers, SGD vs β-LASSO.
+"""The ``cnfa`` experiment: (C)NFA correlations per layer (the claim next to every baseline of
+``convemerge.analysis.cnfa``), their convergence with the number of images, eigenfilters and AGOP/WᵀW heat maps;
+the NFA of S-FC first layers, SGD vs β-LASSO.
 
 Reads the ``summary.json`` of each analysis job (:func:`convemerge.experiments.cnfa.jobs.cnfa_job`) and embeds the
 pictures it wrote beside it; nothing is recomputed.
@@ -18,8 +19,12 @@ from convemerge.report.sections import provenance, register_section
 
 __all__ = ["cnfa_section", "analysis_records", "layer_rows"]
 
-SERIES = (("pearson", "trained", "C0"), ("init_pearson", "at initialisation", "C7"),
-          ("w0_pearson", "W₀ᵀW₀ vs WᵀW", "C1"))
+SERIES = (("pearson", "AGOP_T vs W_TᵀW_T (claim)", "C0"), ("agop_w0_pearson", "AGOP_T vs W₀ᵀW₀", "C3"),
+          ("delta_pearson", "AGOP_T vs ΔWᵀΔW (centred)", "C2"), ("w0_pearson", "W₀ᵀW₀ vs W_TᵀW_T", "C1"),
+          ("init_pearson", "AGOP₀ vs W₀ᵀW₀ (at init)", "C7"))
+# per-layer values collected over seeds: the claim, every baseline (analysis.cnfa.BASELINES), how far W moved
+METRICS = ("pearson", "cosine", "agop_w0_pearson", "agop_w0_cosine", "w0_pearson", "w0_cosine", "init_pearson",
+           "init_cosine", "delta_pearson", "delta_cosine", "moved")
 
 
 def analysis_records(rec: ExperimentRecords) -> list[dict]:
@@ -58,10 +63,10 @@ def layer_rows(entries: list[dict], power: str | None = None) -> dict[tuple[str,
                 row["layer"], {"kind": row.get("kind"), "in_dim": row.get("in_dim"), "runs": [],
                                "skipped": row.get("skipped"), "n_images": row.get("n_images")})
             cell["runs"].append(e["run"])
-            for key in ("pearson", "cosine", "init_pearson", "init_cosine", "w0_pearson", "w0_cosine"):
+            for key in METRICS:
                 cell.setdefault(key, []).append(_num(row.get(key)))
-            p, i = _num(row.get("pearson")), _num(row.get("init_pearson"))
-            cell.setdefault("gain", []).append(None if p is None or i is None else p - i)
+            p, b = _num(row.get("pearson")), _num(row.get("agop_w0_pearson"))
+            cell.setdefault("gain", []).append(None if p is None or b is None else p - b)
     return out
 
 
@@ -79,17 +84,28 @@ def _layer_table(rows: dict[tuple[str, str], dict[str, dict]], entries: list[dic
         for name, c in layers.items():
             head = [label(d), labels.get(arm, arm), name, c["kind"] or "", str(c["in_dim"])]
             if c["skipped"]:
-                body.append(head + [f"skipped: {c['skipped']}"] + [""] * 6 + [", ".join(c["runs"])])
+                body.append(head + [f"skipped: {c['skipped']}"] + [""] * (len(_COLUMNS) - 1)
+                            + [str(c["n_images"]), ", ".join(c["runs"])])
                 continue
             note = " (readout: exact by construction)" if c["kind"] == "linear" and name == last else ""
-            body.append(head + [_ms(c["pearson"]) + note, _ms(c["init_pearson"]), _ms(c["gain"]),
-                                _ms(c["w0_pearson"]), _ms(c["cosine"]), _ms(c["init_cosine"]),
-                                str(c["n_images"]), ", ".join(c["runs"])])
-    headers = ["dataset", "network", "layer", "kind", "d", "Pearson trained", "Pearson at init",
-               "Δ trained − init", "Pearson W₀ᵀW₀ vs WᵀW", "cosine trained", "cosine at init", "images", "run ids"]
+            cells = [_ms(c[key]) for key in _COLUMNS.values()]
+            body.append(head + [cells[0] + note, *cells[1:], str(c["n_images"]), ", ".join(c["runs"])])
+    headers = ["dataset", "network", "layer", "kind", "d", *_COLUMNS, "images", "run ids"]
     what = ("corr(patch-AGOP, W̃ᵀW̃) per conv layer" if part == "cnfa"
             else "corr(AGOP w.r.t. the layer's input, WᵀW); layer 1's input is the flattened image")
-    return Table(headers, body, f"{what}; mean ± std over seeds (trained: best-validation weights).")
+    return Table(headers, body, f"{what}, Pearson unless marked cosine; mean ± std over seeds. {_LEGEND}")
+
+
+# column header -> per-layer key, in the order of docs/cnfa.md
+_COLUMNS = {"AGOP_T vs W_TᵀW_T (claim)": "pearson", "AGOP_T vs W₀ᵀW₀": "agop_w0_pearson",
+            "claim − AGOP_T vs W₀ᵀW₀": "gain", "W₀ᵀW₀ vs W_TᵀW_T": "w0_pearson", "‖ΔW‖/‖W₀‖": "moved",
+            "AGOP₀ vs W₀ᵀW₀ (at init)": "init_pearson", "AGOP_T vs ΔWᵀΔW (centred)": "delta_pearson",
+            "cosine: claim": "cosine", "cosine: AGOP_T vs W₀ᵀW₀": "agop_w0_cosine",
+            "cosine: centred": "delta_cosine"}
+_LEGEND = ("T: the trained weights analysed (best validation; the last epoch for runs without validation); 0: the "
+           "same network rebuilt at initialisation from its seed; ΔW = W_T − W₀. The claim holds in a meaningful "
+           "sense where it is high *and* clearly above AGOP_T vs W₀ᵀW₀ while the filters moved (W₀ᵀW₀ vs W_TᵀW_T "
+           "well below 1); AGOP₀ vs W₀ᵀW₀ is high by construction (AGOP₀ = W₀ᵀ S W₀).")
 
 
 def _power_table(rows: dict[tuple[str, str], dict[str, dict]], entries: list[dict], power: str) -> Table:
@@ -101,10 +117,8 @@ def _power_table(rows: dict[tuple[str, str], dict[str, dict]], entries: list[dic
         for name, c in layers.items():
             if c["skipped"]:
                 continue
-            body.append([label(d), labels[arm], name, _ms(c["pearson"]), _ms(c["init_pearson"]), _ms(c["gain"]),
-                         _ms(c["cosine"]), _ms(c["init_cosine"])])
-    return Table(["dataset", "network", "layer", "Pearson trained", "Pearson at init", "Δ trained − init",
-                  "cosine trained", "cosine at init"], body,
+            body.append([label(d), labels[arm], name, *(_ms(c[key]) for key in _COLUMNS.values())])
+    return Table(["dataset", "network", "layer", *_COLUMNS], body,
                  f"The same against AGOP^{power} (same images and runs); mean ± std over seeds.")
 
 
@@ -116,12 +130,20 @@ def _accuracy_table(entries: list[dict]) -> Table:
     body = []
     for (arm, d), es in groups.items():
         tr = [e["summary"].get("train", {}) for e in es]
+        losses = [t.get("final_train_loss") for t in tr]
+        stopped = sum(bool(t.get("stopped_early")) for t in tr)
         body.append([label(d), arm, fmt_ms([t.get("final_train_acc") for t in tr]),
+                     "—" if all(v is None for v in losses) else
+                     ", ".join("—" if v is None else f"{v:.1e}" for v in losses),
+                     f"{fmt_ms([t.get('epochs_done') for t in tr], 1.0, 1)} ({stopped}/{len(tr)} stopped on the loss)",
                      fmt_ms([t.get("best_val_acc") for t in tr]), fmt_ms([t.get("test_acc_at_best") for t in tr]),
-                     fmt_ms([t.get("best_epoch") for t in tr], 1.0, 1), ", ".join(e["run"] for e in es)])
-    return Table(["dataset", "network", "train acc % (last epoch)", "val acc % (best)", "test acc % (at best val)",
-                  "best epoch", "run ids"], body,
-                 "The analysed networks: accuracy of the training runs (mean ± std over seeds).")
+                     fmt_ms([t.get("final_test_acc") for t in tr]),
+                     ", ".join(sorted({str((e["summary"].get("source") or {}).get("checkpoint", "")) for e in es})),
+                     ", ".join(e["run"] for e in es)])
+    return Table(["dataset", "network", "train acc % (last epoch)", "train loss (last epoch, per seed)", "epochs",
+                  "val acc % (best)", "test acc % (at best val)", "test acc % (last epoch)", "checkpoint analysed",
+                  "run ids"], body,
+                 "The analysed networks: the training runs (mean ± std over seeds; the test set is reported only).")
 
 
 def _bars(layers: dict[str, dict], title: str):
@@ -131,7 +153,8 @@ def _bars(layers: dict[str, dict], title: str):
     width = 0.8 / len(SERIES)
     for k, (key, name, colour) in enumerate(SERIES):
         stats = [mean_std(layers[n][key]) for n in names]
-        ax.bar([i + (k - 1) * width for i in range(len(names))], [m if m is not None else 0.0 for m, _, _ in stats],
+        offset = (k - (len(SERIES) - 1) / 2) * width
+        ax.bar([i + offset for i in range(len(names))], [m if m is not None else 0.0 for m, _, _ in stats],
                width, yerr=[s or 0.0 for _, s, _ in stats], color=colour, label=name, capsize=2)
     ax.set_xticks(range(len(names)), names)
     ax.set(ylabel="Pearson correlation", ylim=(min(0.0, ax.get_ylim()[0]), 1.05), title=title)
@@ -181,9 +204,12 @@ def cnfa_section(rec: ExperimentRecords) -> Section:
     entries = analysis_records(rec)
     done = [e for e in entries if e["summary"]]
     s.add(Text(f"{len(done)}/{len(entries)} analyses finished. Pearson = correlation of the flattened matrices "
-               "(centred), cosine = uncentred. *At init*: the same network rebuilt from its seed before training, "
-               "its own AGOP vs W₀ᵀW₀ — the baseline any trained value has to beat; W₀ᵀW₀ vs WᵀW: how much of the "
-               "filter covariance survived training. AGOP images: a seeded sample of each run's train split."))
+               "(centred), cosine = uncentred. Per layer, side by side: the claim corr(AGOP_T, W_TᵀW_T); "
+               "corr(AGOP_T, W₀ᵀW₀), the trained gradients against the *initial* filters — the baseline the claim "
+               "has to beat; corr(W₀ᵀW₀, W_TᵀW_T) and ‖ΔW‖/‖W₀‖: did the filters move?; corr(AGOP₀, W₀ᵀW₀), the "
+               "network at initialisation (high by construction); corr(AGOP_T, ΔWᵀΔW), the centred ansatz with "
+               "ΔW = W_T − W₀. AGOP images: a seeded sample of each run's train split (all of it where the sample "
+               "is as large)."))
     skipped = [e for e in done if e["summary"].get("status") != "completed"]
     if skipped:
         s.add(Text("Not analysed: " + "; ".join(f"{e['run']} ({e['summary'].get('reason', '')})" for e in skipped)))
@@ -206,8 +232,8 @@ def cnfa_section(rec: ExperimentRecords) -> Section:
                 continue
             arm_label = es[0]["arm_label"]
             s.add(Figure(figure_png(_bars(layers, f"{label(d)}: {arm_label}")),
-                         f"{label(d)}, {arm_label}: Pearson correlation per layer, trained vs at initialisation vs "
-                         f"W₀ᵀW₀-vs-WᵀW (mean ± std over {len(es)} seed(s)).", f"cnfa-{_slug(d)}-{_slug(arm)}-bars"))
+                         f"{label(d)}, {arm_label}: Pearson correlation per layer, the claim next to every baseline "
+                         f"(mean ± std over {len(es)} seed(s)).", f"cnfa-{_slug(d)}-{_slug(arm)}-bars"))
             if part == "cnfa":
                 s.add(Figure(figure_png(_convergence(es, f"{label(d)}: {arm_label}")),
                              f"{label(d)}: convergence with the number of images (nested seeded samples); solid: "

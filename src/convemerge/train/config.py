@@ -8,6 +8,7 @@ file through :func:`merge_overrides`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,10 @@ class TrainConfig:
     warmup_epochs: float = setting(0.0, help="Linear warm-up length in epochs.", panel=OPTIMISATION)
     # passes over the training set (the paper: 400, Table 2: 4000)
     epochs: int = setting(400, help="Number of epochs.", panel=OPTIMISATION)
+    # e.g. the CNFA authors' 1e-5
+    stop_train_loss: float | None = setting(
+        None, help="Also stop after the first epoch whose mean training loss is below this (e.g. 1e-5).",
+        panel=OPTIMISATION)
     batch_size: int = setting(512, help="Training batch size.", panel=OPTIMISATION)
     # ce is also spelled cross-entropy (LOSS_ALIASES)
     loss: str = setting(
@@ -260,6 +265,8 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "beta", "lam", "warmup_epochs"):
             if float(getattr(self, name)) < 0:
                 raise bad(name, "must be >= 0")
+        if self.stop_train_loss is not None and not float(self.stop_train_loss) > 0:
+            raise bad("stop_train_loss", "must be > 0 (e.g. 1e-5) or None")
         if self.lam_first is not None and float(self.lam_first) < 0:
             raise bad("lam_first", "must be >= 0 or None")
         if float(self.momentum) >= 1:
@@ -343,6 +350,9 @@ def merge_overrides(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig
     return TrainConfig.from_dict(data, source="command-line options")
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
     """Parse ``key=value`` strings (values read as YAML scalars: 3 -> int, 0.5 -> float, true -> bool)."""
     out: dict[str, Any] = {}
@@ -354,5 +364,7 @@ def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 5e-3 (no dot) as text
         out[key.strip().replace("-", "_")] = value
     return out

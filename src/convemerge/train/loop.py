@@ -280,18 +280,35 @@ class _Run:
         sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
         try:
             with RunProgress(self.total_steps, self.step, enabled=self.progress_enabled, verbose=self.verbose) as bar:
-                while self.epoch < cfg.epochs:
+                while self.epoch < cfg.epochs and self._stop_reason() is None:
                     self._train_epoch(bar, sleep)
                     self._end_epoch(bar)
         except KeyboardInterrupt:
             self._summary("interrupted")
             raise
-        extra = {}
+        extra = dict(self._stopped())
         if self.dist is not None:
             self.dist.check_replicas(self.model)  # raises unless every rank holds rank 0's weights bit for bit
             extra["distributed"] = {"replicas_identical": True}
         summary = self._summary("completed", **extra)
+        if "stopped_early" in summary:
+            self._say(f"stopped early: {summary['stopped_early']}")
         return RunResult(self.paths.root, cfg, self.history, summary, self.model)
+
+    def _stop_reason(self) -> str | None:
+        """Why training stops before its epoch budget (None: it goes on): the last epoch's mean training loss
+        fell below ``stop_train_loss``. Read from the history, so a resumed run that had stopped stays stopped."""
+        limit = self.cfg.stop_train_loss
+        if limit is None or not self.history:
+            return None
+        loss = self.history[-1].get("train_loss")
+        if loss is not None and loss < limit:
+            return f"train_loss {loss:.3g} < stop_train_loss {limit:g} after epoch {self.history[-1]['epoch']}"
+        return None
+
+    def _stopped(self) -> dict[str, Any]:
+        reason = self._stop_reason()
+        return {"stopped_early": reason} if reason is not None else {}
 
     def _train_epoch(self, bar: RunProgress, sleep: float) -> None:
         epoch = self.epoch + 1
@@ -348,9 +365,10 @@ class _Run:
                                                self.precision)
         prev_best = best_record(self.history)
         is_best = val_acc is not None and (prev_best is None or val_acc > prev_best["val_acc"])
+        done = self.epoch == cfg.epochs or self._stop_reason() is not None
         # The test set is reported only; it never chooses anything. It is scored where a number is reported (the
         # last epoch, every new best validation epoch) and every ``test_every`` epochs for the curves.
-        if is_best or self.epoch == cfg.epochs or self.epoch % cfg.test_every == 0:
+        if is_best or done or self.epoch % cfg.test_every == 0:
             test_loss, test_acc = self._evaluate(self.step_model, self._batches(self.test_loader), self.loss_fn,
                                                  self.precision)
         record = {
@@ -368,7 +386,7 @@ class _Run:
             **model_measurements(self.model),
         }
         self.history.append(record)
-        save_last = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
+        save_last = self.epoch % cfg.checkpoint_every == 0 or done
         if (save_last or is_best) and self.is_main:
             state = self._checkpoint_state()
             if save_last:
@@ -377,7 +395,7 @@ class _Run:
                 save_checkpoint(self.paths.best, self.model, self.optimizer, state,
                                 link_from=self.paths.last if save_last else None)
         self.metrics.append(record)
-        self._summary("running" if self.epoch < cfg.epochs else "completed")
+        self._summary("completed" if done else "running", **self._stopped())
         bar.message(epoch_line(record, cfg.epochs))
 
 

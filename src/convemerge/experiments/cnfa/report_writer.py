@@ -21,6 +21,7 @@ from convemerge.analysis.cnfa import (
     cumulative_agops,
     select_layers,
     table_from_agops,
+    tables_by_power,
 )
 from convemerge.analysis.filters import eigenfilters, patch_shape
 from convemerge.analysis.plots_nfa import (
@@ -55,6 +56,7 @@ def cnfa_report(
     n_filters: int = 8,
     plot_layers: Sequence[str] | None = None,
     dpi: int = 120,
+    extra_powers: Sequence[float] = (),
     **agop_options,
 ) -> dict:
     """Compute the (C)NFA table and its convergence with the number of images, and write them to ``out_dir``.
@@ -64,7 +66,8 @@ def cnfa_report(
     and linear layers over the whole input image, ``filters/<layer>.png`` (top eigenvectors of AGOP^power
     and of WᵀW). ``plot_layers`` defaults to every analysed layer. The AGOP is computed once: the table
     uses the full-x AGOP from the convergence sweep (nested subsets of a ``seed``-ed permutation).
-    Returns the content of ``cnfa.json``.
+    ``extra_powers`` adds ``tables_by_power`` ({"0.5": table, ...}: the table against AGOP^p) from the same
+    AGOPs. Returns the content of ``cnfa.json``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +75,8 @@ def cnfa_report(
     names = [layer.name for layer in used]
     cumulative = cumulative_agops(model, x, names, sizes, seed, **agop_options) if names else [(x.shape[0], {})]
     full = {name: sym_matrix_power(g, power) for name, g in cumulative[-1][1].items()}
-    init_agops = agops(init_model, x, names, power=power, **agop_options) if init_model is not None else None
+    init_agops1 = agops(init_model, x, names, **agop_options) if init_model is not None and names else None
+    init_agops = None if init_agops1 is None else {n: sym_matrix_power(g, power) for n, g in init_agops1.items()}
     table = table_from_agops(
         model,
         full,
@@ -82,6 +86,8 @@ def cnfa_report(
         init_agop_by_layer=init_agops,
         skipped=skipped,
     )
+    by_power = tables_by_power(model, cumulative[-1][1], x.shape[0], extra_powers, init_model=init_model,
+                               init_agop_by_layer=init_agops1, skipped=skipped) if extra_powers else None
     convergence = convergence_records(model, cumulative, power) if names else []
 
     figures = []
@@ -127,6 +133,9 @@ def cnfa_report(
         "max_dim": max_dim,
         "init_model": init_model is not None,
     }
-    result = json_safe({"settings": settings, "table": table, "convergence": convergence, "figures": figures})
+    result = {"settings": settings, "table": table, "convergence": convergence, "figures": figures}
+    if by_power is not None:
+        result["tables_by_power"] = by_power
+    result = json_safe(result)
     atomic_write_json(RunPaths(out).cnfa, result, indent=2)
     return result

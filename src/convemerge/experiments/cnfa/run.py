@@ -32,7 +32,7 @@ __all__ = ["run_state", "load_init_model", "run_images", "cnfa_for_run", "cnfa_f
 
 DEFAULT_RUN_IMAGES = 200
 DEFAULT_IMAGENET_IMAGES = 20  # the authors' scripts use 10-20 images per pretrained net
-DEFAULT_IMAGENET_OUTPUTS = 10  # 1000 backward passes per image are rarely affordable on a CPU
+DEFAULT_IMAGENET_OUTPUTS = None  # all 1000 outputs, as the authors sum them (a number k: the top-k classes)
 
 
 def run_state(run_dir: str | Path, which: str = "best") -> dict[str, Any]:
@@ -118,13 +118,12 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
     """(C)NFA report of a training run's ``which`` checkpoint against its initialisation.
 
     Writes ``cnfa.json`` and the pictures into ``out_dir`` (default ``<run_dir>/cnfa``) and returns the record:
-    ``source`` (run, checkpoint, epoch, dataset, split, image count), ``settings``, ``table`` (per layer: trained,
-    init and W₀ᵀW₀-vs-WᵀW correlations), ``convergence`` and ``figures``; with ``extra_powers`` also
-    ``tables_by_power`` ({"0.5": table, ...}: the same table against AGOP^p, on the same images).
+    ``source`` (run, checkpoint, epoch, dataset, split, image count), ``settings``, ``table`` (per layer: the
+    claim and every baseline of ``convemerge.analysis.cnfa``), ``convergence`` and ``figures``; with
+    ``extra_powers`` also ``tables_by_power`` ({"0.5": table, ...}: the same table against AGOP^p, same AGOPs).
     """
-    from convemerge.analysis.cnfa import nfa_table
     from convemerge.experiments.cnfa.report_writer import cnfa_report
-    from convemerge.runs import json_safe, load_run_model
+    from convemerge.runs import load_run_model
 
     run_dir = Path(run_dir)
     state = run_state(run_dir, which)
@@ -135,12 +134,7 @@ def cnfa_for_run(run_dir: str | Path, out_dir: str | Path | None = None, *, imag
     if sizes is not None:
         report_options["sizes"] = sizes
     record = cnfa_report(model, x, init_model=init, out_dir=out, power=power, seed=seed, layers=layers,
-                         **report_options)
-    if extra_powers:
-        agop_options = {k: v for k, v in report_options.items() if k not in ("n_filters", "plot_layers", "dpi")}
-        record["tables_by_power"] = {
-            f"{p:g}": json_safe(nfa_table(model, x, init_model=init, power=p, layers=layers, **agop_options))
-            for p in extra_powers}
+                         extra_powers=tuple(extra_powers), **report_options)
     cfg = state["config"]
     source = {"kind": "run", "run": run_dir.name, "checkpoint": state["checkpoint"], "epoch": state.get("epoch"),
               "model": cfg["model"], "model_options": cfg.get("model_options") or {}, "alpha": cfg.get("alpha"),
@@ -168,9 +162,10 @@ def cnfa_for_imagenet(name: str, weights: str | Path, images_dir: str | Path, ou
                       **report_options) -> dict[str, Any]:
     """CNFA of a pretrained ``vgg11`` / ``resnet18`` on the first ``images`` files of ``images_dir``.
 
-    ``outputs`` restricts the AGOP to the k classes with the largest mean logit over the images (None: all
-    outputs). The pretrained net's own initialisation is unknown; with ``random_init`` a fresh random net of the
-    same architecture (``init_seed``) stands in for it, so the "init" columns are a chance baseline.
+    The AGOP sums over all outputs by default, as the authors' do; ``outputs=k`` restricts it to the k classes
+    with the largest mean logit over the images (1000 backward passes per image cost ~100× as much as 10). The
+    pretrained net's own initialisation is unknown; with ``random_init`` a fresh random net of the same
+    architecture (``init_seed``) stands in for it, so the "init" columns are a chance baseline.
     """
     from convemerge.experiments.cnfa.report_writer import cnfa_report
     from convemerge.models.imagenet import build_imagenet_model, load_image_folder, load_imagenet_model
