@@ -147,6 +147,8 @@ class ConvolutionalKernel(FastRecursionMixin, Kernel):
 
     def block_from_patches(self, Ua: torch.Tensor, Ub: torch.Tensor) -> torch.Tensor:
         """K between images given by their patches (A, P, d) and (B, P, d) — differentiable in both."""
+        if self._fast:
+            return self._fast_block_from_patches(Ua, Ub)
         UMa, sa = self._side(Ua)
         _, sb = self._side(Ub)
         c = self._cross(UMa, self._shifted(Ub))

@@ -18,7 +18,7 @@ import math
 import torch
 
 from . import cntk_native
-from .cntk_fast import forward_backward_fn, forward_fn, side_variances
+from .cntk_fast import forward_backward_fn, forward_fn, pair_forward, side_variances
 from .mahalanobis import apply_metric
 
 #: map entries above which ``fused=None`` compiles the recursion (below it, compiling costs more than it saves)
@@ -136,6 +136,21 @@ class FastRecursionMixin:
                 ra, _ = a_side.rows(a0, a1)
                 out[a0:a1, b0:b1] = fn(S.view(h, w, a1 - a0, b1 - b0), ra, rb, **self._static())
         return out
+
+    def _fast_block_from_patches(self, Ua: torch.Tensor, Ub: torch.Tensor) -> torch.Tensor:
+        """The recursion as plain torch operations on patches (A, P, d), (B, P, d): differentiable (a reference
+        for the closed-form adjoint)."""
+        h, w = self.map_shape
+        UMa, UMb = apply_metric(self.M, Ua), apply_metric(self.M, Ub)
+        sa = (UMa * Ua).sum(-1).T.reshape(h, w, len(Ua))
+        sb = (UMb * Ub).sum(-1).T.reshape(h, w, len(Ub))
+        S = torch.einsum("apd,bpd->pab", UMa, Ub).reshape(h, w, len(Ua), len(Ub)) / self.patch_dim
+        opts = dict(depth=self.depth, q=self.patch_size, scale=self._scale, padding=self.padding,
+                    in_dim=self.patch_dim)
+        ra, _ = side_variances(sa, **opts)
+        rb, _ = side_variances(sb, **opts)
+        return pair_forward(S, [r.unsqueeze(-1) for r in ra], [r.unsqueeze(-2) for r in rb], save=False,
+                            **self._static())[0]
 
     def matrix(self, X: torch.Tensor, Z: torch.Tensor | None = None) -> torch.Tensor:
         """As :meth:`Kernel.matrix`; ``K(X, X)`` computes one triangle of blocks and mirrors it."""
