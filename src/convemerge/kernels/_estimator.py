@@ -97,6 +97,8 @@ class KernelFeatureLearner(BaseEstimator):
         if self.agop_sample_size is not None and int(self.agop_sample_size) < 1:
             raise ConfigError(f"agop_sample_size={self.agop_sample_size!r} must be None or >= 1")
         check_solver(self.solver)
+        if getattr(self, "normalize_kernel", False) and self.solver == "eigenpro":
+            raise ConfigError("normalize_kernel=True needs the kernel matrix; use solver='solve' or 'cholesky'")
         opts = self.solver_options or {}
         unknown = set(opts) - _EIGENPRO_OPTIONS
         if unknown:
@@ -149,6 +151,9 @@ class KernelFeatureLearner(BaseEstimator):
         K = kernel.matrix(X)
         _sync(device)
         t1 = time.perf_counter()
+        if getattr(self, "normalize_kernel", False):
+            # K/max(K) with ridge λ has the solution max(K)·α of K with ridge λ·max(K): same predictions
+            reg = reg * float(K.max())
         coef = solve_regularized(K, Y, reg, self.solver)
         _sync(device)
         timing["kernel"] += t1 - t0
