@@ -126,3 +126,18 @@ def test_valid_padding_matches_wide_finite_valid_nets():
         assert (mean - analytic).abs().max() <= tol
         assert (mean - other).abs().max() > 2 * tol  # the test can tell the NTK from the NNGP
     assert (ntk - same).abs().max() > 0.05 * ntk.abs().max()  # and VALID from SAME on noise images
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_patch_gradients_with_more_rows_than_patch_dimensions(fused):
+    """14 rows > c·q·q = 9: the assembly folds the outputs into the centres' factor instead of the adjoints'."""
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(6, 36, generator=gen, dtype=D64)
+    Z = torch.randn(14, 36, generator=gen, dtype=D64)
+    k = ConvolutionalKernel((1, 6, 6), depth=2, fused=fused)
+    coef = torch.randn(6, 3, generator=gen, dtype=D64)
+    g = k.gradients(Z, X, coef)
+    Uz = k.patches(Z).detach().requires_grad_(True)
+    f = k.block_from_patches(Uz, k.patches(X)) @ coef
+    brute = torch.stack([torch.autograd.grad(f[:, o].sum(), Uz, retain_graph=True)[0] for o in range(3)], 1)
+    torch.testing.assert_close(g, brute, rtol=1e-9, atol=1e-12)

@@ -191,8 +191,11 @@ class FastRecursionMixin:
             rb = None if native else b_side.cols(b0, b1)
             right = b_side.right[:, :, b0:b1]
             alpha = coef[b0:b1]
-            # (P, B, outputs·d): α_bo · M b_p
-            rhs = (b_side.left[:, b0:b1].unsqueeze(2) * alpha.unsqueeze(-1)).reshape(P, b1 - b0, n_out * d)
+            mb = b_side.left[:, b0:b1]  # (P, B, d): M b_p
+            # the outputs go into whichever factor of the product is smaller: (P, B, outputs·d) when d is small,
+            # else the adjoints (P, A·outputs, B) — deep levels have d = width·q² in the hundreds
+            small_d = d <= ca
+            rhs = (mb.unsqueeze(2) * alpha.unsqueeze(-1)).reshape(P, b1 - b0, n_out * d) if small_d else None
             for a0 in range(0, A, ca):
                 a1 = min(A, a0 + ca)
                 S = torch.bmm(a_side.left[:, a0:a1], right).mul_(inv_dim)
@@ -203,7 +206,11 @@ class FastRecursionMixin:
                 else:
                     ra, ia = a_side.rows(a0, a1)
                     _, g_c, g_s = fn(S.view(h, w, a1 - a0, b1 - b0), ra, rb, ia, **static)
-                u_c[:, a0:a1].baddbmm_(g_c.reshape(P, a1 - a0, b1 - b0), rhs)
+                if small_d:
+                    u_c[:, a0:a1].baddbmm_(g_c.reshape(P, a1 - a0, b1 - b0), rhs)
+                else:
+                    ga = (g_c.reshape(P, a1 - a0, 1, b1 - b0) * alpha.T).reshape(P, (a1 - a0) * n_out, b1 - b0)
+                    u_c[:, a0:a1].view(P, (a1 - a0) * n_out, d).baddbmm_(ga, mb)
                 u_s[:, a0:a1] += torch.matmul(g_s.reshape(P, a1 - a0, b1 - b0), alpha)
         grads = u_c.view(P, A, n_out, d).addcmul_(u_s.unsqueeze(-1), a_side.left.unsqueeze(2), value=2.0)
         return grads.permute(1, 2, 0, 3)
