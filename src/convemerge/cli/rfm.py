@@ -30,7 +30,7 @@ def rfm_command(
                                                                  "(conv models)."),
     depth: Optional[int] = typer.Option(None, "--depth", help="Conv depth (conv models)."),
     width: Optional[int] = typer.Option(None, "--width", help="Random filters per level (deep-convrfm)."),
-    dtype: str = typer.Option("float64", "--dtype", help="float64 | float32."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float64 | float32 (default: the estimator's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
     solver: Optional[str] = typer.Option(None, "--solver", help="solve | cholesky | eigenpro | auto (by n and "
                                                                  "memory; default: the estimator's)."),
