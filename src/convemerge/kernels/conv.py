@@ -45,9 +45,10 @@ class ConvolutionalKernel(FastRecursionMixin, Kernel):
         patch-laplace. weight_var: hidden conv weight variance σ².
     padding: ``"same"`` (zero padding, every layer H×W) or ``"valid"`` (no padding: patches at the interior
         positions, each further conv layer loses q−1 rows and columns; not with pooling).
-    fused: run the CNTK/CNN-GP recursion (no pooling) through ``torch.compile`` — one loop per layer instead of
-        many passes over memory. None: fused when a call has more than ~10⁸ map entries to compute (the first
-        compile takes about a minute; later processes reuse the compiler's cache), False: never, True: always.
+    fused: how the CNTK/CNN-GP recursion (no pooling) runs. None (default): the fused C recursion on CPU when a
+        C compiler is available (built once, cached), torch operations otherwise (CUDA included); False: torch
+        operations always; True: also ``torch.compile`` the torch path for calls with > 10⁸ map entries (meant
+        for CUDA; the first compile takes minutes).
     """
 
     def __init__(self, image_shape, *, kind: str = "cntk", patch_size: int = 3, depth: int = 3,

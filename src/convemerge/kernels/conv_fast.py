@@ -71,7 +71,9 @@ class FastRecursionMixin:
         """Pairs per chunk: the live maps (~6 forward, ~3·depth + 8 with the adjoint) fit the block budget,
         and one map stays under 2**20 entries (cache-sized)."""
         live = 3 * self.depth + 8 if save else 6
-        entries = min(CHUNK_ENTRIES, self.block_elements // live)
+        # CPU: cache-sized chunks; CUDA: as large as the block budget allows (fewer, larger kernel launches)
+        cap = self.block_elements if getattr(self, "_on_cuda", False) else CHUNK_ENTRIES
+        entries = min(cap, self.block_elements // live)
         return max(1, entries // self._positions)
 
     def _native(self, X: torch.Tensor) -> bool:
@@ -86,10 +88,9 @@ class FastRecursionMixin:
         return a, max(1, min(n_cols, pairs // a))
 
     def _use_fused(self, n_pairs: int) -> bool:
-        """torch.compile for the torch path (GPU): with ``fused=True``, or None and a large call on CUDA."""
-        if self.fused is not None:
-            return bool(self.fused)
-        return self._on_cuda and n_pairs * self._positions * self.depth > FUSE_THRESHOLD
+        """torch.compile for the torch path (CUDA) only with ``fused=True``: not yet measured on a GPU, so eager
+        torch operations (large chunks) are the default there."""
+        return bool(self.fused) and n_pairs * self._positions * self.depth > FUSE_THRESHOLD
 
     def _fast_rows(self, n_centers: int) -> int:
         return max(1, self.block_elements // (4 * max(1, n_centers)))
