@@ -43,6 +43,7 @@ def _round(kernel_args: dict, X: torch.Tensor, Y: torch.Tensor, mem_cls, device)
     Xtr, Xva, Ytr = Xf[:n_tr], Xf[n_tr:], Y[:n_tr]
     k = ConvolutionalKernel(tuple(X.shape[1:]), **kernel_args)
     out = {}
+    cpu0 = time.process_time()
     with mem_cls(torch.device(device)) as mem:
         t0 = time.perf_counter()
         K = k.matrix(Xtr)
@@ -57,6 +58,7 @@ def _round(kernel_args: dict, X: torch.Tensor, Y: torch.Tensor, mem_cls, device)
         t0 = time.perf_counter()
         k.agop(Xtr, Xtr, coef)
         out["agop"] = time.perf_counter() - t0
+    out["cpu_s"] = time.process_time() - cpu0  # CPU seconds of all threads: robust to other jobs' load
     out["peak_mib"] = mem.peak / 2**20
     out["growth_mib"] = (mem.peak - mem.start) / 2**20
     P = k.map_shape[0] * k.map_shape[1]
@@ -68,7 +70,8 @@ def _round(kernel_args: dict, X: torch.Tensor, Y: torch.Tensor, mem_cls, device)
 def _print_round(name: str, r: dict, ceil: float, goal: float | None) -> None:
     total = sum(r[s] for s in ("kernel", "cross", "solve", "agop"))
     verdict = "" if goal is None else (f" (goal ≤ {goal:.0f} s: {'met' if total <= goal else 'MISSED'})")
-    print(f"  {name}: round {total:.1f} s{verdict}; peak {r['peak_mib']:.0f} MiB (+{r['growth_mib']:.0f} MiB)")
+    print(f"  {name}: round {total:.1f} s{verdict}, {r['cpu_s']:.0f} CPU-s; peak {r['peak_mib']:.0f} MiB "
+          f"(+{r['growth_mib']:.0f} MiB)")
     for stage in ("kernel", "cross", "solve", "agop"):
         line = f"    {stage:6s} {r[stage]:8.2f} s  {100 * r[stage] / total:5.1f}%"
         if stage in r["entries"]:
