@@ -141,3 +141,30 @@ def test_patch_gradients_with_more_rows_than_patch_dimensions(fused):
     f = k.block_from_patches(Uz, k.patches(X)) @ coef
     brute = torch.stack([torch.autograd.grad(f[:, o].sum(), Uz, retain_graph=True)[0] for o in range(3)], 1)
     torch.testing.assert_close(g, brute, rtol=1e-9, atol=1e-12)
+
+
+@native_only
+@pytest.mark.parametrize("kind", ["cntk", "cnngp"])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("block_elements", [2**25, 2000])
+def test_symmetric_patch_agop_over_the_centres_equals_all_ordered_pairs(kind, padding, block_elements):
+    """agop(X, X): each unordered pair once (the columns' gradients from the transposed adjoints) == every ordered
+    pair; with a small block budget the pairs span several off-diagonal tiles."""
+    gen = torch.Generator().manual_seed(7)
+    X = torch.randn(9, 2 * 8 * 7, generator=gen, dtype=D64)
+    M = torch.randn(18, 18, generator=gen, dtype=D64)
+    M = M @ M.T / 18
+    k = ConvolutionalKernel((2, 8, 7), kind=kind, depth=3, M=M, padding=padding, block_elements=block_elements)
+    assert k._chunk_shape(True, 9, 9, True)[0] < 9 or block_elements == 2**25
+    coef = torch.randn(9, 3, generator=gen, dtype=D64)
+    # reference: the row-block path (points ≠ centres as tensors, so every ordered pair is visited), whose closed
+    # form equals autograd above; autograd itself cannot serve at the self pairs (arccos' is infinite at ρ = 1)
+    rows = k.gradients(X.clone(), X, coef)
+    G = torch.einsum("nopi,nopj->ij", rows, rows) / 9
+    sym = k.agop(X, X, coef)
+    assert torch.isfinite(sym).all()
+    torch.testing.assert_close(sym, G, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(k.agop(X, X, coef, diag=True), G.diagonal(), rtol=1e-9, atol=1e-12)
+    plain = ConvolutionalKernel((2, 8, 7), kind=kind, depth=3, M=M, padding=padding, fused=False)
+    # torch operations: self pairs sit at ρ = 1, where the two paths' rounding differs (√(1−ρ²), the cusp test)
+    torch.testing.assert_close(plain.agop(X, X, coef), G, rtol=1e-5, atol=1e-9)

@@ -71,9 +71,9 @@ static inline int lsize(int s1, int l, int q, int same) { return same ? s1 : s1 
 #define DEFINE_RECURSION(T, ACOS, SQRT)                                                                            \
 void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, int B, double scale_d,         \
                     double in_dim, int chunk, int threads, const T *S, const T *ra, const T *rb, const T *ia,  \
-                    T *K, T *gc, T *gs) {                                                                     \
+                    const T *ib, T *K, T *gc, T *gs, T *gsb) {                                               \
     const T scale = (T)scale_d, eps = (sizeof(T) == 4) ? (T)1.1920929e-07 : (T)2.220446049250313e-16;        \
-    const int P1 = h1 * w1, grad = gc != NULL;                                                                \
+    const int P1 = h1 * w1, grad = gc != NULL, sym = gsb != NULL; /* sym: also dK/ds_b */                 \
     size_t off_a[64], off_b[64], hs[64], ws[64];                                                              \
     size_t oa = 0, ob = 0;                                                                                    \
     for (int l = 0; l < depth; l++) {                                                                         \
@@ -88,10 +88,10 @@ void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, 
     {                                                                                                         \
         size_t map = (size_t)P1 * chunk;                                                                      \
         /* saved per layer: rho, k0, theta (3 maps); work: S, theta, a, b (4 maps) + adjoint 4 maps */        \
-        T *mem = (T *)malloc(sizeof(T) * map * (3 * depth + 8));                                              \
+        T *mem = (T *)malloc(sizeof(T) * map * (3 * depth + 9));                                              \
         T *sv = mem, *w0 = mem + 3 * depth * map;                                                             \
         T *cs = w0, *ct = w0 + map, *wa = w0 + 2 * map, *wb = w0 + 3 * map;                                   \
-        T *g1 = w0 + 4 * map, *g0 = w0 + 5 * map, *gt = w0 + 6 * map, *gv = w0 + 7 * map;                     \
+        T *g1 = w0 + 4 * map, *g0 = w0 + 5 * map, *gt = w0 + 6 * map, *gv = w0 + 7 * map, *gw = w0 + 8 * map;  \
                                                                                                               \
         _Pragma("omp for schedule(dynamic)")                                                                  \
         for (long c = 0; c < n_chunks; c++) {                                                                 \
@@ -141,7 +141,7 @@ void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, 
                     for (size_t e = 0; e < (size_t)PD * m; e++) {                                             \
                         g1[e] = wgt;                                                                          \
                         if (ntk) { g0[e] = wgt * sth[e]; gt[e] = wgt * sk0[e]; }                              \
-                        gv[e] = 0;                                                                            \
+                        gv[e] = 0; gw[e] = 0;                                                                 \
                     }                                                                                         \
                 }                                                                                             \
             }                                                                                                 \
@@ -149,6 +149,7 @@ void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, 
             for (int l = depth - 1; l >= 0; l--) {                                                            \
                 const int Pl = (int)(hs[l] * ws[l]);                                                          \
                 const T *rA = ra + off_a[l], *rB = rb + off_b[l], *iA = ia + off_a[l];                        \
+                const T *iB = sym ? ib + off_b[l] : NULL;                                                     \
                 T *srho = sv + (size_t)(3 * l) * map, *sk0 = srho + map;                                      \
                 for (int p = 0; p < Pl; p++) {                                                                \
                     const T *restrict rh = srho + (size_t)p * m, *restrict kz = sk0 + (size_t)p * m;                            \
@@ -156,6 +157,7 @@ void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, 
                     T *restrict GV = gv + (size_t)p * m;                                                               \
                     const T na = rA[(size_t)p * A + a], ina = iA[(size_t)p * A + a];                          \
                     const T *restrict rBp = rB + (size_t)p * B + b0;                                                   \
+                    T *restrict GN = wa + (size_t)p * m; /* dK/dn, kept for the columns' variance adjoint */  \
                     if (ntk) {                                                                                \
                         for (int k = 0; k < m; k++) {                                                         \
                             T n = na * rBp[k];                                                                \
@@ -165,14 +167,22 @@ void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, 
                             T gsv = G1[k] * kz[k] + G0[k] * d0 + GT[k];                                       \
                             T gn = G1[k] * so * (T)INV_2PI - G0[k] * rho * d0;                                \
                             GV[k] += gn * rBp[k] * ina;                                                       \
+                            GN[k] = gn;                                                                       \
                             G1[k] = gsv; /* G1 now holds dK/dS of layer l */                                  \
                         }                                                                                     \
                     } else {                                                                                  \
                         for (int k = 0; k < m; k++) {                                                         \
                             T om = (1 - rh[k]) * (1 + rh[k]);                                                 \
-                            GV[k] += G1[k] * SQRT(om) * (T)INV_2PI * rBp[k] * ina;                            \
+                            T gn = G1[k] * SQRT(om) * (T)INV_2PI;                                             \
+                            GV[k] += gn * rBp[k] * ina;                                                       \
+                            GN[k] = gn;                                                                       \
                             G1[k] = G1[k] * kz[k];                                                            \
                         }                                                                                     \
+                    }                                                                                         \
+                    if (sym) {                                                                                \
+                        T *restrict GW = gw + (size_t)p * m;                                                  \
+                        const T *restrict iBp = iB + (size_t)p * B + b0;                                      \
+                        for (int k = 0; k < m; k++) GW[k] += GN[k] * na * iBp[k];                             \
                     }                                                                                         \
                 }                                                                                             \
                 if (l == 0) break;                                                                            \
@@ -186,6 +196,10 @@ void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, 
                 }                                                                                             \
                 box_##T(gv, (int)hs[l], (int)ws[l], cs, hp, wp, q, adj_off, m, scale / 2);                    \
                 memcpy(gv, cs, sizeof(T) * (size_t)hp * wp * m);                                              \
+                if (sym) {                                                                                    \
+                    box_##T(gw, (int)hs[l], (int)ws[l], cs, hp, wp, q, adj_off, m, scale / 2);                \
+                    memcpy(gw, cs, sizeof(T) * (size_t)hp * wp * m);                                          \
+                }                                                                                             \
             }                                                                                                 \
             {                                                                                                 \
                 const T inv = (T)(1.0 / in_dim);                                                              \
@@ -193,6 +207,11 @@ void cntk_block_##T(int depth, int q, int same, int ntk, int h1, int w1, int A, 
                     T *dc = gc + (size_t)p * n_pairs + k0p, *ds = gs + (size_t)p * n_pairs + k0p;             \
                     const T *G1 = g1 + (size_t)p * m, *GV = gv + (size_t)p * m;                               \
                     for (int k = 0; k < m; k++) { dc[k] = G1[k] * inv; ds[k] = GV[k] * inv; }                 \
+                    if (sym) {                                                                                \
+                        T *dw = gsb + (size_t)p * n_pairs + k0p;                                              \
+                        const T *GW = gw + (size_t)p * m;                                                     \
+                        for (int k = 0; k < m; k++) dw[k] = GW[k] * inv;                                      \
+                    }                                                                                         \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \

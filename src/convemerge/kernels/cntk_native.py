@@ -63,7 +63,7 @@ def _build() -> ctypes.CDLL | None:
     for name in ("cntk_block_float", "cntk_block_double"):
         fn = getattr(lib, name)
         fn.restype = None
-        fn.argtypes = [ctypes.c_int] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 7
+        fn.argtypes = [ctypes.c_int] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 9
     return lib
 
 
@@ -96,9 +96,11 @@ def _pack(maps: list[torch.Tensor], dtype) -> torch.Tensor:
 
 
 def native_block(S: torch.Tensor, ra: list, rb: list, ia: list | None, *, q: int, scale: float, padding: str,
-                 ntk: bool, in_dim: int, grad: bool, map_shape: tuple[int, int]):
+                 ntk: bool, in_dim: int, grad: bool, map_shape: tuple[int, int], ib: list | None = None):
     """Kernel values (A, B) of a block from ``S`` (P, A, B) = c/(c·q·q); with ``grad`` also ∂K/∂c and ∂K/∂s_a,
-    both (P, A, B). ``ra``/``ia``: per-layer (h, w, A) maps of the rows, ``rb``: (h, w, B) of the columns."""
+    both (P, A, B), and with ``ib`` (the columns' adjoint factors) ∂K/∂s_b as well — what the columns' own
+    gradients need, since ∂K/∂c is the same for (a, b) and (b, a). ``ra``/``ia``: per-layer (h, w, A) maps of the
+    rows, ``rb``/``ib``: (h, w, B) of the columns."""
     lib = library()
     S = S.contiguous()
     P, A, B = S.shape
@@ -106,10 +108,14 @@ def native_block(S: torch.Tensor, ra: list, rb: list, ia: list | None, *, q: int
     K = torch.empty(A, B, dtype=dt)
     gc = torch.empty(P, A, B, dtype=dt) if grad else None
     gs = torch.empty(P, A, B, dtype=dt) if grad else None
+    gsb = torch.empty(P, A, B, dtype=dt) if grad and ib is not None else None
     pa, pb = _pack(ra, dt), _pack(rb, dt)
     pi = _pack(ia, dt) if grad else None
+    pib = _pack(ib, dt) if grad and ib is not None else None
     fn = lib.cntk_block_float if dt == torch.float32 else lib.cntk_block_double
     fn(len(ra), q, int(padding == "same"), int(ntk), map_shape[0], map_shape[1], A, B, float(scale),
-       float(in_dim), CHUNK, torch.get_num_threads(), _ptr(S), _ptr(pa), _ptr(pb), _ptr(pi), _ptr(K), _ptr(gc),
-       _ptr(gs))
-    return (K, gc, gs) if grad else K
+       float(in_dim), CHUNK, torch.get_num_threads(), _ptr(S), _ptr(pa), _ptr(pb), _ptr(pi), _ptr(pib), _ptr(K),
+       _ptr(gc), _ptr(gs), _ptr(gsb))
+    if not grad:
+        return K
+    return (K, gc, gs, gsb) if ib is not None else (K, gc, gs)

@@ -174,6 +174,58 @@ class FastRecursionMixin:
                     out[t:f, s:e] = blk.T
         return out
 
+    def agop(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor, *, centering: bool = False,
+             diag: bool = False) -> torch.Tensor:
+        """As :meth:`Kernel.agop`. When the points are the centres (ConvRFM's patch-AGOP over its training images)
+        the fused path visits each unordered pair of images once: ∂K/∂c is symmetric in the pair, and the adjoint
+        also returns the columns' variance term, so one forward + adjoint serves both images' gradients."""
+        same = X.data_ptr() == centers.data_ptr() and X.shape == centers.shape
+        n, n_out, d = len(X), coef.shape[1], self.patch_dim
+        fits = self._positions * n * n_out * (d + 1) <= max(8 * self.block_elements, 2**26)  # the row accumulators
+        if not (self._fast and same and fits and not centering and self._native(X)):
+            return super().agop(X, centers, coef, centering=centering, diag=diag)
+        self._check_coef(centers, coef)
+        side = _Side(self, X)
+        P = self._positions
+        u_c = torch.zeros(P, n, n_out * d, dtype=X.dtype)
+        u_s = torch.zeros(P, n, n_out, dtype=X.dtype)
+        step = self._chunk_shape(True, n, n, True)[0]
+        static = dict(self._static(), in_dim=self.patch_dim)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            for t in range(s, n, step):
+                f = min(n, t + step)
+                S = torch.bmm(side.left[:, s:e], side.right[:, :, t:f]).mul_(1.0 / d)
+                _, g_c, g_a, g_b = cntk_native.native_block(
+                    S, side.native(s, e), side.native(t, f), side.native(s, e, inv=True), grad=True,
+                    map_shape=self.map_shape, ib=side.native(t, f, inv=True), **static)
+                self._assemble(u_c, u_s, s, e, g_c, g_a, side.left[:, t:f], coef[t:f])
+                if t != s:
+                    self._assemble(u_c, u_s, t, f, g_c.transpose(1, 2), g_b.transpose(1, 2), side.left[:, s:e],
+                                   coef[s:e])
+        G = torch.zeros(d, d, dtype=torch.float64) if not diag else torch.zeros(d, dtype=torch.float64)
+        rows = max(1, self.block_elements // (P * n_out * d))
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            g = u_c[:, s:e].view(P, e - s, n_out, d).addcmul(u_s[:, s:e].unsqueeze(-1),
+                                                              side.left[:, s:e].unsqueeze(2), value=2.0)
+            flat = g.reshape(-1, d)
+            G += ((flat * flat).sum(0) if diag else flat.T @ flat).double()
+        return (G / n).to(X.dtype)
+
+    @staticmethod
+    def _assemble(u_c, u_s, s: int, e: int, g_c, g_s, mb, alpha) -> None:
+        """Rows s:e gain Σ_b α_bo ḡ_c[p,a,b] M b_p and Σ_b α_bo ḡ_s[p,a,b] (g_c, g_s: (P, A, B))."""
+        P, A, B = g_c.shape
+        n_out, d = alpha.shape[1], mb.shape[-1]
+        if d <= A:
+            rhs = (mb.unsqueeze(2) * alpha.unsqueeze(-1)).reshape(P, B, n_out * d)
+            u_c[:, s:e].baddbmm_(g_c, rhs)
+        else:
+            ga = (g_c.reshape(P, A, 1, B) * alpha.T).reshape(P, A * n_out, B)
+            u_c[:, s:e].view(P, A * n_out, d).baddbmm_(ga, mb)
+        u_s[:, s:e] += torch.matmul(g_s, alpha)
+
     def _fast_gradients(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         a_side, b_side = _Side(self, X), self._side_of(centers)
         A, B, n_out, d = len(X), len(centers), coef.shape[1], self.patch_dim
