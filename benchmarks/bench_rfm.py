@@ -4,11 +4,19 @@
    the three solvers on the same kernel system (ratios to LU).
 2. ConvRFM rounds (CNTK and patch-Laplace): seconds per round split the same way, and peak memory of a round
    (CUDA: max allocated; CPU: peak resident set size sampled while the round runs).
+3. ``--conv-goals``: the speed goals of a ConvRFM round — depth-3 CNTK, 3×3, patch-AGOP over all n images — on
+   MNIST 28×28 and digit-in-noise 42×42 at n = 2,000, Deep ConvRFM with 2 levels at n = 2,000, and n = 5,000 on
+   28×28 (time and memory growth). Each stage (kernel matrix, validation cross kernel, solve, patch-AGOP) is
+   timed and reported as achieved map entries × layers per second ("entry-layers/s") of the recursion, against
+   a ceiling measured in the same process (one element-wise multiply over 2**20 floats per thread-second); the
+   round's before/after ratio (the previous map-recursion with autograd vs the chunked closed-form recursion, in
+   torch operations and fused C) is measured side by side at a small n.
 
 Data: MNIST when ``convemerge.data`` finds it (``--data-dir``), otherwise random data of the same shape.
 
     python benchmarks/bench_rfm.py            # n = 10,000 (RFM), 2,000 (ConvRFM)
     python benchmarks/bench_rfm.py --quick    # n = 2,000 / 300
+    python benchmarks/bench_rfm.py --conv-goals --skip-rfm --threads 2 --data-dir <datasets>
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import torch
 
 from convemerge.kernels import ConvRFMClassifier, LaplaceKernel, RFMClassifier, eigenpro_solve, solve_regularized
 from _machine import describe_machine
+from _conv_goals import bench_conv_goals
 
 
 DATA_DIR = None
@@ -151,15 +160,23 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="folder with the MNIST files (else the usual search)")
     ap.add_argument("--skip-rfm", action="store_true")
     ap.add_argument("--skip-conv", action="store_true")
+    ap.add_argument("--conv-goals", action="store_true", help="the ConvRFM speed goals (n = 2,000 / 5,000)")
+    ap.add_argument("--goal-sizes", default="2000,5000", help="n of the goal rounds, then of the growth row")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     global DATA_DIR
     DATA_DIR = args.data_dir
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"machine: {describe_machine()}")
     if not args.skip_rfm:
         bench_rfm(args.n_rfm or (2000 if args.quick else 10000), args.dtype, device)
-    if not args.skip_conv:
+    if not args.skip_conv and not args.conv_goals:
         bench_convrfm(args.n_conv or (300 if args.quick else 2000), args.dtype, device)
+    if args.conv_goals:
+        sizes = [int(v) for v in args.goal_sizes.split(",")]
+        bench_conv_goals(sizes[0], sizes[1] if len(sizes) > 1 else None, args.dtype, device, DATA_DIR, PeakMemory)
 
 
 if __name__ == "__main__":

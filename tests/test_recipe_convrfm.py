@@ -39,8 +39,17 @@ def test_expansion(scale, tmp_path):
     only = plan.get("method_datasets", {})
     expected = sum(recipe_mod.train_size(d, scale) >= n and d in only.get(m, plan["datasets"])
                    for m in recipe_mod.METHODS for n in plan["ns"] for d in plan["datasets"])
+    variants = plan.get("variants", {})  # the metric-power sweep: extra ConvRFM settings on a few datasets
+    expected += sum(recipe_mod.train_size(d, scale) >= n for v, (_, _, ds) in variants.items() for d in ds
+                    for n in plan["ns"])
     assert len(calls) == len(recipe.seeds) * expected
-    assert all(c.dataset in only.get(c.config["method"], plan["datasets"]) for c in calls)
+    assert all(c.dataset in only.get(c.config["method"], plan["datasets"]) for c in calls
+               if c.config.get("variant") is None)
+    for c in calls:
+        if c.config.get("variant") is not None:
+            method, extra, ds = variants[c.config["variant"]]
+            assert c.config["method"] == method and c.dataset in ds
+            assert all(c.config["options"][k] == v for k, v in extra.items())
     if scale != "paper":  # every dataset at every n
         assert set(sizes.values()) == {len(plan["datasets"])}
     assert len({j.run_id for j in jobs}) == len(jobs)
@@ -147,7 +156,7 @@ def test_tiny_run_and_report_section(tiny_run):
     assert len(jobs) == 2 * 6
     rec = load_runs(out)["convrfm"]
     res = method_results(rec)
-    assert set(res) == {("noise-row", 40, m) for m in NAMES}
+    assert set(res) == {("noise-row", 40, m) for m in NAMES if not m.startswith("convrfm-")}  # no power sweep here
     rfm = [json.loads(Path(j.out, "summary.json").read_text())["test_accuracy"]
            for j in jobs if j.kind == "callable" and j.config["method"] == "rfm"]
     cnn = [json.loads(Path(j.out, "summary.json").read_text())["test_acc_at_best"] for j in jobs if j.kind == "train"]
@@ -155,8 +164,9 @@ def test_tiny_run_and_report_section(tiny_run):
     table = section.blocks[1]
     row = table.rows[0]
     assert row[:2] == ["noise-row", "40"]
-    assert row[2 + list(NAMES).index("rfm")] == fmt_ms(rfm)
-    assert row[2 + list(NAMES).index("cnn")] == fmt_ms(cnn)
+    assert row[table.headers.index(NAMES["rfm"])] == fmt_ms(rfm)
+    assert row[table.headers.index(NAMES["cnn"])] == fmt_ms(cnn)
+    assert NAMES["convrfm-agop2"] not in table.headers  # sweep columns only where the sweep ran
     pngs = [b.png for b in section.blocks if hasattr(b, "png")]
     assert pngs and all(p.startswith(b"\x89PNG") for p in pngs)
 

@@ -30,8 +30,15 @@ def rfm_command(
                                                                  "(conv models)."),
     depth: Optional[int] = typer.Option(None, "--depth", help="Conv depth (conv models)."),
     width: Optional[int] = typer.Option(None, "--width", help="Random filters per level (deep-convrfm)."),
-    dtype: str = typer.Option("float64", "--dtype", help="float64 | float32."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float64 | float32 (default: the estimator's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
+    solver: Optional[str] = typer.Option(None, "--solver", help="solve | cholesky | eigenpro | auto (by n and "
+                                                                 "memory; default: the estimator's)."),
+    agop_sample_size: Optional[int] = typer.Option(None, "--agop-sample-size",
+                                                   help="Average the AGOP over this many training points (default: all)."),
+    agop_power: Optional[float] = typer.Option(None, "--agop-power", help="Metric = AGOP^power (default: the "
+                                                                          "estimator's)."),
+    padding: Optional[str] = typer.Option(None, "--padding", help="same | valid (conv models)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every round as it finishes."),
 ) -> None:
     """Fit on --n-train images (round and ridge chosen on a validation split of them) and report the test set."""
@@ -41,6 +48,8 @@ def rfm_command(
     Xte, yte = load_image_arrays(dataset, "test", n_test, seed, data_dir)
     est, summary = fit_and_evaluate(model, Xtr, ytr, Xte, yte, n_iter=n_iter, reg=_reg(reg), kernel=kernel,
                                     depth=depth, width=width, dtype=dtype, device=device, random_state=seed,
+                                    solver=solver, agop_sample_size=agop_sample_size, agop_power=agop_power,
+                                    padding=padding,
                                     verbose=int(verbose))
     summary.update(dataset=dataset, seed=seed)
     acc = {k: summary[f"{k}_accuracy"] for k in ("train", "val", "test")}

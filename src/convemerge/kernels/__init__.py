@@ -2,6 +2,7 @@
 kernel ridge solvers (direct and EigenPro 2), and scikit-learn estimators RFM*, ConvRFM*, DeepConvRFM*.
 """
 
+from . import cntk_native
 from .base import Kernel
 from .conv import ConvolutionalKernel
 from .convrfm import ConvRFMClassifier, DeepConvRFMClassifier

@@ -25,7 +25,7 @@ from convemerge.errors import ConfigError
 
 from ._utils import DEFAULT_BLOCK_ELEMENTS, identity_metric, normalize_metric, psd_power, resolve_device, resolve_dtype, to_tensor
 from .eigenpro import eigenpro_solve
-from .solvers import check_solver, solve_regularized
+from .solvers import check_solver, cholesky_in_place, choose_solver, solve_regularized
 
 #: ridge values tried when ``reg="auto"``
 REG_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -97,6 +97,8 @@ class KernelFeatureLearner(BaseEstimator):
         if self.agop_sample_size is not None and int(self.agop_sample_size) < 1:
             raise ConfigError(f"agop_sample_size={self.agop_sample_size!r} must be None or >= 1")
         check_solver(self.solver)
+        if getattr(self, "normalize_kernel", False) and self.solver == "eigenpro":
+            raise ConfigError("normalize_kernel=True needs the kernel matrix; use solver='solve' or 'cholesky'")
         opts = self.solver_options or {}
         unknown = set(opts) - _EIGENPRO_OPTIONS
         if unknown:
@@ -135,7 +137,21 @@ class KernelFeatureLearner(BaseEstimator):
     # -- the loop ------------------------------------------------------------------------------------------------
     def _solve(self, kernel, X, Y, reg, gen, timing):
         device = X.device
-        if self.solver == "eigenpro":
+        solver = self.solver
+        if solver == "auto":
+            solver = choose_solver(len(X), X.dtype, device)
+        if solver == "cholesky-inplace" and not getattr(self, "normalize_kernel", False):
+            t0 = time.perf_counter()
+            K = kernel.matrix(X)
+            t1 = time.perf_counter()
+            coef = cholesky_in_place(K, Y, reg)
+            del K
+            timing["kernel"] += t1 - t0
+            timing["solve"] += time.perf_counter() - t1
+            return coef, Y - reg * coef  # K α = Y − λα: the training predictions without K
+        if solver == "cholesky-inplace":
+            solver = "cholesky"
+        if solver == "eigenpro":
             t0 = time.perf_counter()
             coef, _ = eigenpro_solve(kernel, X, Y, reg, generator=gen, **(self.solver_options or {}))
             _sync(device)
@@ -149,7 +165,10 @@ class KernelFeatureLearner(BaseEstimator):
         K = kernel.matrix(X)
         _sync(device)
         t1 = time.perf_counter()
-        coef = solve_regularized(K, Y, reg, self.solver)
+        if getattr(self, "normalize_kernel", False):
+            # K/max(K) with ridge λ has the solution max(K)·α of K with ridge λ·max(K): same predictions
+            reg = reg * float(K.max())
+        coef = solve_regularized(K, Y, reg, solver)
         _sync(device)
         timing["kernel"] += t1 - t0
         timing["solve"] += time.perf_counter() - t1

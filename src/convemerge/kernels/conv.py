@@ -28,10 +28,12 @@ from convemerge.errors import ConfigError
 from ._utils import DEFAULT_BLOCK_ELEMENTS
 from .base import Kernel
 from .cntk import KINDS, Geometry, conv_kernel_from_maps, shift_maps
+from .cntk_fast import PADDINGS, layer_sizes
+from .conv_fast import FastRecursionMixin
 from .mahalanobis import apply_metric
 
 
-class ConvolutionalKernel(Kernel):
+class ConvolutionalKernel(FastRecursionMixin, Kernel):
     """A convolutional kernel on images of shape ``image_shape = (C, H, W)``.
 
     Parameters
@@ -41,11 +43,18 @@ class ConvolutionalKernel(Kernel):
     patch_size: q (odd). depth: number of conv layers D (CNTK/CNN-GP). pool: k×k average pooling before the
         readout (None: flatten). M: None (identity), (c·q·q,) diagonal or (c·q·q, c·q·q). bandwidth: L of
         patch-laplace. weight_var: hidden conv weight variance σ².
+    padding: ``"same"`` (zero padding, every layer H×W) or ``"valid"`` (no padding: patches at the interior
+        positions, each further conv layer loses q−1 rows and columns; not with pooling).
+    fused: how the CNTK/CNN-GP recursion (no pooling) runs. None (default): the fused C recursion on CPU when a
+        C compiler is available (built once, cached), torch operations otherwise (CUDA included); False: torch
+        operations always; True: also ``torch.compile`` the torch path for calls with > 10⁸ map entries (meant
+        for CUDA; the first compile takes minutes).
     """
 
     def __init__(self, image_shape, *, kind: str = "cntk", patch_size: int = 3, depth: int = 3,
                  pool: int | None = None, M: torch.Tensor | None = None, bandwidth: float = 10.0,
-                 weight_var: float = 2.0, block_elements: int = DEFAULT_BLOCK_ELEMENTS):
+                 weight_var: float = 2.0, block_elements: int = DEFAULT_BLOCK_ELEMENTS, padding: str = "same",
+                 fused: bool | None = None):
         super().__init__(block_elements=block_elements)
         if kind not in KINDS:
             raise ConfigError(f"kernel={kind!r} is not one of {KINDS}")
@@ -56,6 +65,14 @@ class ConvolutionalKernel(Kernel):
         C, H, W = (int(v) for v in image_shape)
         if pool is not None and (pool < 1 or pool > min(H, W)):
             raise ConfigError(f"pool={pool} must lie between 1 and the image side {min(H, W)}")
+        if padding not in PADDINGS:
+            raise ConfigError(f"padding={padding!r} is not one of {PADDINGS}")
+        if padding == "valid" and pool not in (None, 1):
+            raise ConfigError("padding='valid' is not supported with pooling; use padding='same' or pool=None")
+        sizes = layer_sizes(H, W, int(patch_size), int(depth) if kind != "patch-laplace" else 1, padding)
+        if min(sizes[-1]) < 1:
+            raise ConfigError(f"padding='valid' with patch_size={patch_size} and depth={depth} leaves no positions "
+                              f"in a {H}×{W} image; lower the depth or use padding='same'")
         self.image_shape = (C, H, W)
         self.kind = kind
         self.patch_size = int(patch_size)
@@ -64,8 +81,12 @@ class ConvolutionalKernel(Kernel):
         self.M = M
         self.bandwidth = float(bandwidth)
         self.weight_var = float(weight_var)
-        self.geometry = Geometry(H, W, self.patch_size, self.pool)
+        self.padding = padding
+        self.fused = fused
+        self.map_shape = sizes[0]  # (h₁, w₁): the patch positions
+        self.geometry = Geometry(*self.map_shape, self.patch_size, self.pool)
         self.n_offsets = len(self.geometry.offsets)
+        self._centers_cache = None
 
     @property
     def patch_dim(self) -> int:
@@ -74,22 +95,24 @@ class ConvolutionalKernel(Kernel):
 
     # -- patches ------------------------------------------------------------------------------------------------
     def patches(self, X: torch.Tensor) -> torch.Tensor:
-        """(n, P, c·q·q) patches with 'same' zero padding; P = H·W, channel-major within a patch."""
+        """(n, P, c·q·q) patches, channel-major within a patch; 'same': P = H·W (zero padding), 'valid':
+        P = (H−q+1)(W−q+1)."""
         x = X.reshape(len(X), *self.image_shape)
-        return F.unfold(x, self.patch_size, padding=self.patch_size // 2).transpose(1, 2)
+        pad = self.patch_size // 2 if self.padding == "same" else 0
+        return F.unfold(x, self.patch_size, padding=pad).transpose(1, 2)
 
     def _shifted(self, U: torch.Tensor) -> torch.Tensor:
         """(b, P, d) → (b, O, P, d) with entry [.., k, p] = patch at p + δ_k (0 outside)."""
         if self.n_offsets == 1:
             return U.unsqueeze(1)
         b, P, d = U.shape
-        H, W = self.image_shape[1:]
+        H, W = self.map_shape
         s = shift_maps(U.transpose(1, 2).reshape(b, d, H, W), self.geometry.offsets)  # (b, d, O, H, W)
         return s.reshape(b, d, self.n_offsets, P).permute(0, 2, 3, 1)
 
     def _side(self, U: torch.Tensor):
         UM = apply_metric(self.M, U)
-        s = (UM * U).sum(-1).reshape(len(U), *self.image_shape[1:])
+        s = (UM * U).sum(-1).reshape(len(U), *self.map_shape)
         return UM, s
 
     def _cross(self, UMa: torch.Tensor, Ubs: torch.Tensor) -> torch.Tensor:
@@ -98,7 +121,7 @@ class ConvolutionalKernel(Kernel):
         B, O = Ubs.shape[:2]
         left = UMa.transpose(0, 1).contiguous()  # (P, A, d); bmm copies strided batches one by one
         maps = [torch.bmm(left, Ubs[:, k].permute(1, 2, 0).contiguous()) for k in range(O)]  # (P, A, B) each
-        return torch.stack(maps, 0).permute(2, 3, 0, 1).reshape(A, B, O, *self.image_shape[1:])
+        return torch.stack(maps, 0).permute(2, 3, 0, 1).reshape(A, B, O, *self.map_shape)
 
     def _maps_kernel(self, c, sa, sb):
         return conv_kernel_from_maps(c, sa, sb, kind=self.kind, geometry=self.geometry, depth=self.depth,
@@ -113,10 +136,10 @@ class ConvolutionalKernel(Kernel):
         return max(1, int(math.sqrt(self.block_elements / (self._pair_cost() + extra))))
 
     def _block_rows(self, n_centers: int) -> int:
-        return self._tile()
+        return self._fast_rows(n_centers) if self._fast else self._tile()
 
     def _grad_rows(self, n_centers: int, n_outputs: int) -> int:
-        return self._grad_tile(n_outputs)
+        return self._fast_grad_rows(n_centers, n_outputs) if self._fast else self._grad_tile(n_outputs)
 
     def _grad_tile(self, n_outputs: int) -> int:
         # autograd keeps ~3x the forward intermediates, plus the (pairs × outputs) product in the assembly
@@ -125,12 +148,16 @@ class ConvolutionalKernel(Kernel):
 
     def block_from_patches(self, Ua: torch.Tensor, Ub: torch.Tensor) -> torch.Tensor:
         """K between images given by their patches (A, P, d) and (B, P, d) — differentiable in both."""
+        if self._fast:
+            return self._fast_block_from_patches(Ua, Ub)
         UMa, sa = self._side(Ua)
         _, sb = self._side(Ub)
         c = self._cross(UMa, self._shifted(Ub))
         return self._maps_kernel(c, sa.unsqueeze(1), sb.unsqueeze(0))
 
     def block(self, X: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+        if self._fast:
+            return self._fast_block(X, Z)
         tile = self._tile()
         Ua = self.patches(X)
         UMa, sa = self._side(Ua)
@@ -144,8 +171,10 @@ class ConvolutionalKernel(Kernel):
 
     def gradient_block(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """Patch gradients ``∇_{x_p} f_o(x)``: (len(X), n_outputs, P, c·q·q) (see the module docstring)."""
+        if self._fast:
+            return self._fast_gradients(X, centers, coef)
         A, n_out = len(X), coef.shape[1]
-        H, W = self.image_shape[1:]
+        H, W = self.map_shape
         P = H * W
         Ua = self.patches(X)
         UMa, sa = self._side(Ua)

@@ -34,13 +34,19 @@ from convemerge.errors import ConfigError
 from ._estimator import KernelClassifierMixin, KernelFeatureLearner, validation_split
 from ._utils import psd_power, to_tensor
 from .cntk import KINDS
+from .cntk_fast import PADDINGS
 from .conv import ConvolutionalKernel
 
 _COMMON_DOC = """
     kernel: ``"cntk"`` (default), ``"cnngp"`` or ``"patch-laplace"`` (patch-averaged Laplace, cheaper).
     depth: conv layers D of the CNTK/CNN-GP. patch_size: q (odd). pool: k×k average pooling before the
         readout (None: flatten). bandwidth: L of patch-laplace.
-    reg, n_iter, agop_power (default 0.5: M = AGOP^{1/2}), centering, normalize (default "frobenius"),
+    padding: ``"same"`` (default: zero padding, every layer H×W) or ``"valid"`` (the authors' choice: no padding,
+        each conv layer loses q−1 rows and columns; not with pooling).
+    normalize_kernel: divide the kernel by its largest entry on the training images before the solve (the
+        authors' choice; the same as multiplying the ridge by that entry). Default False.
+    reg, n_iter, agop_power (default 0.5: M = AGOP^{1/2}; the authors use 2, i.e. T = AGOP and metric TᵀT, or 1
+        with their ``-sqrtM``), centering, normalize (default "frobenius"),
     solver, solver_options, agop_sample_size (None: the AGOP is averaged over ALL training images),
     validation_fraction, random_state, device, dtype, block_elements, verbose: as for the RFM estimators.
     image_shape: (C, H, W) of flattened input.
@@ -80,6 +86,10 @@ class _ImageInput:
             raise ConfigError(f"pool={self.pool!r} must be None or >= 1")
         if not float(self.bandwidth) > 0:
             raise ConfigError(f"bandwidth={self.bandwidth!r} must be > 0")
+        if self.padding not in PADDINGS:
+            raise ConfigError(f"padding={self.padding!r} is not one of {PADDINGS}")
+        if self.padding == "valid" and self.pool not in (None, 1):
+            raise ConfigError("padding='valid' is not supported with pooling; use padding='same' or pool=None")
 
 
 class ConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, KernelFeatureLearner):
@@ -90,7 +100,9 @@ class ConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, Ker
     def __init__(self, kernel="cntk", depth=3, patch_size=3, pool=None, bandwidth=10.0, reg=1e-3, n_iter=5,
                  agop_power=0.5, centering=False, normalize="frobenius", solver="solve", solver_options=None,
                  agop_sample_size=None, validation_fraction=0.1, image_shape=None, random_state=None, device=None,
-                 dtype="float64", block_elements=None, verbose=0):
+                 dtype="float64", block_elements=None, verbose=0, padding="same", normalize_kernel=False):
+        self.padding = padding
+        self.normalize_kernel = normalize_kernel
         self.kernel = kernel
         self.depth = depth
         self.patch_size = patch_size
@@ -122,7 +134,7 @@ class ConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, Ker
     def _make_kernel(self, M):
         return ConvolutionalKernel(self.image_shape_, kind=self.kernel, patch_size=int(self.patch_size),
                                    depth=int(self.depth), pool=self.pool, M=M, bandwidth=float(self.bandwidth),
-                                   block_elements=self._block)
+                                   block_elements=self._block, padding=self.padding)
 
 
 def random_filters(M: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
@@ -132,8 +144,9 @@ def random_filters(M: torch.Tensor, width: int, generator: torch.Generator) -> t
 
 
 def featurize(X: torch.Tensor, filters: torch.Tensor, image_shape, patch_size: int,
-              block: int = 32) -> torch.Tensor:
-    """``relu(conv(x, W))`` with 'same' padding for flattened images X: (n, C·H·W) → (n, width·H·W).
+              block: int = 32, *, relu: bool = True, padding: str = "same") -> torch.Tensor:
+    """``relu(conv(x, W))`` (or the linear ``conv(x, W)`` with ``relu=False``) for flattened images X:
+    (n, C·H·W) → (n, width·H'·W'); 'same' padding keeps H×W, 'valid' gives (H−q+1)×(W−q+1).
 
     Every conv call sees exactly ``block`` images (the last block is zero-padded): convolution backends pick
     their algorithm by shape, so this makes an image's features independent of how many images come with it
@@ -141,15 +154,18 @@ def featurize(X: torch.Tensor, filters: torch.Tensor, image_shape, patch_size: i
     """
     C, H, W = image_shape
     weight = filters.reshape(len(filters), C, patch_size, patch_size)
+    conv_pad = patch_size // 2 if padding == "same" else 0
+    Ho, Wo = (H, W) if padding == "same" else (H - patch_size + 1, W - patch_size + 1)
     parts = []
     for s in range(0, len(X), block):
         x = X[s : s + block]
         pad = block - len(x)
         if pad:
             x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
-        f = F.relu(F.conv2d(x.reshape(-1, C, H, W), weight, padding=patch_size // 2)).flatten(1)
+        f = F.conv2d(x.reshape(-1, C, H, W), weight, padding=conv_pad)
+        f = (F.relu(f) if relu else f).flatten(1)
         parts.append(f[: block - pad])
-    return torch.cat(parts) if parts else X.new_empty(0, len(filters) * H * W)
+    return torch.cat(parts) if parts else X.new_empty(0, len(filters) * Ho * Wo)
 
 
 class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, KernelFeatureLearner):
@@ -157,7 +173,9 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
                "    Level ℓ = 0..depth−1 learns a patch metric M_ℓ with ConvRFM rounds on its input, using a conv\n"
                "    kernel of depth ``depth − ℓ``; the input of level ℓ+1 is ``relu(conv(input, W_ℓ))`` with fixed\n"
                "    random filters ``W_ℓ = G M_ℓ^{1/2}`` (``width`` of them, G Gaussian with variance 1/width, so\n"
-               "    ``W_ℓᵀW_ℓ ≈ M_ℓ``). The last level's kernel machine is the predictor. Every level chooses its\n"
+               "    ``W_ℓᵀW_ℓ ≈ M_ℓ``). ``features='linear'`` drops the ReLU (the authors' featurisation: W = G·T with\n"
+               "    TᵀT = M); with ``padding='valid'`` the conv is VALID too, so level ℓ sees (H−ℓ(q−1))×(W−ℓ(q−1))\n"
+               "    images. The last level's kernel machine is the predictor. Every level chooses its\n"
                "    round on the same validation split; the final kernel ridge regression is refitted on all\n"
                "    training data. Memory: the level inputs hold n·width·H·W numbers.\n\n    Parameters\n"
                "    depth: levels (and conv depth of the level-0 kernel). width: random filters per level.\n"
@@ -169,7 +187,11 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
     def __init__(self, depth=2, width=64, kernel="cntk", patch_size=3, pool=None, bandwidth=10.0, reg=1e-3,
                  n_iter=3, agop_power=0.5, centering=False, normalize="frobenius", solver="solve",
                  solver_options=None, agop_sample_size=None, validation_fraction=0.1, image_shape=None,
-                 random_state=None, device=None, dtype="float64", block_elements=None, verbose=0):
+                 random_state=None, device=None, dtype="float64", block_elements=None, verbose=0, padding="same",
+                 normalize_kernel=False, features="relu"):
+        self.padding = padding
+        self.normalize_kernel = normalize_kernel
+        self.features = features
         self.depth = depth
         self.width = width
         self.kernel = kernel
@@ -196,10 +218,13 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
         self._check_conv_params()
         if int(self.width) < 1:
             raise ConfigError(f"width={self.width!r} must be >= 1")
+        if self.features not in ("relu", "linear"):
+            raise ConfigError(f"features={self.features!r} is not 'relu' or 'linear'")
 
     def _level_shape(self, level: int):
         C, H, W = self.image_shape_
-        return (C, H, W) if level == 0 else (int(self.width), H, W)
+        shrink = level * (int(self.patch_size) - 1) if self.padding == "valid" else 0
+        return (C, H, W) if level == 0 else (int(self.width), H - shrink, W - shrink)
 
     def _make_kernel(self, M):
         return self._kernel_at(M, self._level)  # the level being fitted
@@ -207,15 +232,25 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
     def _kernel_at(self, M, level: int):
         return ConvolutionalKernel(self._level_shape(level), kind=self.kernel, patch_size=int(self.patch_size),
                                    depth=int(self.depth) - level, pool=self.pool, M=M,
-                                   bandwidth=float(self.bandwidth), block_elements=self._block)
+                                   bandwidth=float(self.bandwidth), block_elements=self._block,
+                                   padding=self.padding)
 
     def _features(self, X: torch.Tensor, upto: int) -> torch.Tensor:
         for level in range(upto):
-            X = featurize(X, self.filters_[level], self._level_shape(level), int(self.patch_size))
+            X = self._featurize(X, level)
         return X
+
+    def _featurize(self, X: torch.Tensor, level: int) -> torch.Tensor:
+        return featurize(X, self.filters_[level], self._level_shape(level), int(self.patch_size),
+                         relu=self.features == "relu", padding=self.padding)
 
     def _fit_tensors(self, X, Y, labels, rng, gen):
         self.image_shape_ = self._resolve_shape(X.shape[1])
+        last = self._level_shape(int(self.depth) - 1)
+        if min(last[1:]) < 1 or (self.padding == "valid" and self.kernel != "patch-laplace"
+                                 and min(last[1:]) - int(self.patch_size) + 1 < 1):
+            raise ConfigError(f"padding='valid' with depth={self.depth} and patch_size={self.patch_size} leaves no "
+                              f"positions in {tuple(self.image_shape_)} images; lower the depth or use padding='same'")
         split = validation_split(len(X), self.validation_fraction, labels, rng)
         q2 = int(self.patch_size) ** 2
         self.Ms_, self.filters_, self.best_iters_, history = [], [], [], []
@@ -231,7 +266,7 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
             self.best_iters_.append(int(rec["iteration"]))
             if level + 1 < int(self.depth):
                 self.filters_.append(random_filters(M, int(self.width), gen))
-                feats = featurize(feats, self.filters_[-1], self._level_shape(level), int(self.patch_size))
+                feats = self._featurize(feats, level)
         coef = self._refit(M, coef, rec, feats, Y, split, gen)
         self.M_ = M
         self.coef_ = coef

@@ -33,11 +33,13 @@ class _BaseRFM(KernelFeatureLearner):
     centering: subtract the mean gradient of each output before the outer product (gradient covariance).
     normalize: how M is rescaled after each update — ``"max"`` (top eigenvalue 1), ``"frobenius"``
         (‖M‖_F = √d), ``"trace"`` (tr M = d) or ``"none"``; each makes M as large as the identity it replaces.
-    solver: ``"solve"`` (LU), ``"cholesky"`` or ``"eigenpro"`` (EigenPro 2, for large n; ``solver_options``:
-        epochs, subsample_size, n_components, batch_size, damping, tol, eval_size).
+    solver: ``"auto"`` (default: Cholesky, in place once two n×n matrices no longer fit in memory, EigenPro
+        beyond; see :mod:`.solvers`), ``"solve"`` (LU), ``"cholesky"`` or ``"eigenpro"`` (EigenPro 2, for large n;
+        ``solver_options``: epochs, subsample_size, n_components, batch_size, damping, tol, eval_size).
     agop_sample_size: number of training points the AGOP is averaged over (None: all).
     validation_fraction: share of the training data held out to choose the round (0 or None: last round).
-    random_state, device (None: CUDA when available), dtype (``"float64"``/``"float32"``),
+    random_state, device (None: CUDA when available), dtype (default ``"float64"``; ``"float32"`` has the same
+        test accuracy on MNIST at about half the time — pass it for speed; see docs/kernels.md, Precision),
     block_elements: memory budget of one block, in tensor elements (None: 2**25).
     verbose: print each round's metrics and timings as it finishes.
 
@@ -48,7 +50,7 @@ class _BaseRFM(KernelFeatureLearner):
     """
 
     def __init__(self, bandwidth=10.0, reg=1e-3, n_iter=5, kernel="laplace", diag=False, agop_power=1.0,
-                 centering=False, normalize="max", solver="solve", solver_options=None, agop_sample_size=None,
+                 centering=False, normalize="max", solver="auto", solver_options=None, agop_sample_size=None,
                  validation_fraction=0.1, random_state=None, device=None, dtype="float64", block_elements=None,
                  verbose=0):
         self.bandwidth = bandwidth

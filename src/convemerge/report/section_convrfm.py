@@ -18,8 +18,9 @@ from convemerge.report.sections import provenance, register_section
 
 __all__ = ["convrfm_section", "method_results"]
 
-ORDER = ("laplace", "rfm", "cntk", "convrfm", "deep-convrfm", "cnn")
+ORDER = ("laplace", "rfm", "cntk", "convrfm", "convrfm-agop1", "convrfm-agop2", "deep-convrfm", "cnn")
 NAMES = {"laplace": "Laplace (M = I)", "rfm": "RFM", "cntk": "CNTK (M = I)", "convrfm": "ConvRFM",
+         "convrfm-agop1": "ConvRFM (M = AGOP)", "convrfm-agop2": "ConvRFM (M = AGOP²)",
          "deep-convrfm": "Deep ConvRFM", "cnn": "CNN (trained)"}
 
 
@@ -38,7 +39,8 @@ def method_results(rec: ExperimentRecords) -> dict[tuple[str, int, str], list[di
         tags = rec.arms.get(job["arm"], {}).get("tags", {})
         if job.get("kind") == "callable" and str(job.get("target", "")).endswith(":kernel_job"):
             cfg = job.get("config") or {}
-            key = (job.get("dataset"), int(cfg.get("n_train", tags.get("n", 0))), cfg.get("method"))
+            key = (job.get("dataset"), int(cfg.get("n_train", tags.get("n", 0))),
+                   cfg.get("variant") or cfg.get("method"))
             out[key].append({"seed": job.get("seed"), "run": job["run_id"], "val": _num(s.get("val_accuracy")),
                              "test": _num(s.get("test_accuracy")), "round": s.get("best_iter"),
                              "rounds": s.get("best_iters"), "seconds": _num(s.get("fit_seconds")),
@@ -59,12 +61,13 @@ def method_results(rec: ExperimentRecords) -> dict[tuple[str, int, str], list[di
 
 def _accuracy_table(res, keys) -> Table:
     body = []
+    shown = [m for m in ORDER if m in ORDER[:4] + ("deep-convrfm", "cnn") or any(res.get((d, n, m)) for d, n in keys)]
     for d, n in keys:
         row = [label(d), str(n)]
-        for m in ORDER:
+        for m in shown:
             row.append(fmt_ms([e["test"] for e in res.get((d, n, m), [])]))
         body.append(row)
-    return Table(["dataset", "n", *[NAMES[m] for m in ORDER]], body,
+    return Table(["dataset", "n", *[NAMES[m] for m in shown]], body,
                  "Test accuracy % (mean ± std over seeds) of the selected round / epoch; every method sees the same "
                  "n labelled images per seed and the same test images.")
 

@@ -69,11 +69,12 @@ def _eigenfilters(est, method: str, image_shape, out: Path, k: int) -> str | Non
 def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int = 0, n_test: int | None = None,
                options: Mapping[str, Any] | None = None,
                dataset_options: Mapping[str, Mapping[str, Any]] | None = None,
-               eigenfilters: int = 8, data_dir: str | None = None) -> dict[str, Any]:
+               eigenfilters: int = 8, data_dir: str | None = None, variant: str | None = None) -> dict[str, Any]:
     """Fit ``method`` (laplace | rfm | cntk | convrfm | deep-convrfm) with estimator ``options`` on ``n_train``
     images of ``dataset`` and score the test subsample; writes ``summary.json`` (and the metric) in ``out``.
     ``dataset_options`` maps dataset names to their ``load_dataset`` options (e.g. ``{"noise-row": {"sigma":
-    3}}``), so one recipe entry serves every dataset."""
+    3}}``), so one recipe entry serves every dataset. ``variant`` names a setting of ``method`` that the report
+    shows as its own column (e.g. ``"convrfm-agop2"``: ConvRFM with the metric AGOP²)."""
     from convemerge.experiments.convrfm.kernel_fit import fit_and_evaluate, save_run
 
     if method not in METHODS:
@@ -87,7 +88,8 @@ def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int =
     opts = {"random_state": seed, **dict(options or {})}
     est, summary = fit_and_evaluate(method, Xtr, ytr, Xte, yte, **opts)
     picture = _eigenfilters(est, method, image_shape, out_path, eigenfilters) if eigenfilters else None
-    record = {"kind": "kernel", "status": "completed", "method": method, "dataset": dataset, "seed": seed,
+    record = {"kind": "kernel", "status": "completed", "method": method, "variant": variant or method,
+              "dataset": dataset, "seed": seed,
               "dataset_options": data_opts, "image_shape": list(image_shape), "eigenfilters": picture, **summary,
               "seconds": time.perf_counter() - start}
     paths = save_run(out_path, record, est)  # the matrices, then the summary (the finished marker)

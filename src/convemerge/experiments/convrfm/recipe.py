@@ -13,12 +13,11 @@ Scales:
 
 - ``quick``: mnist-5k and noise-row, n = 150, 500 test images, 2 seeds, one AGOP round for the conv machines
   (depth-2 CNTK): about a minute of CPU in all, part of ``reproduce all --scale quick``.
-- ``cpu``: MNIST, Fashion-MNIST, noise-row and digit-in-noise, n = 500, 1,000 test images (noise-row: its 500),
-  3 seeds, RFM 5 rounds, ConvRFM 1 round of the depth-3 CNTK, Deep ConvRFM 2 levels × 1 round; CNN depth 3,
-  width 32, Adam 5e-4, 40 epochs. The convolutional kernels dominate the cost (a CNTK fit at n = 500 on 28×28
-  images with 1,000 test images ≈ 1.5 CPU-minutes, a ConvRFM round ≈ 3 more; the patch-AGOP over all training
-  images is most of it), so digit-in-noise (42×42) gets only the flat-pixel kernels and the CNN at this scale,
-  and Deep ConvRFM runs on noise-row only.
+- ``cpu``: MNIST, Fashion-MNIST, noise-row (drawn with 2,000 training images), digit-in-noise (42×42) and
+  CIFAR-10 (the RGB task), n = 1,000, 1,000 test images, 3 seeds, RFM 5 rounds, ConvRFM 2 rounds of the depth-3
+  CNTK on every dataset, the metric-power sweep (M = AGOP^½, AGOP, AGOP²) on MNIST and noise-row, Deep ConvRFM
+  2 levels × 2 rounds (width 32) on MNIST, noise-row and digit-in-noise; CNN depth 3, width 32, Adam 5e-4,
+  40 epochs. The convolutional kernels dominate the cost (see docs/reproduce.md for the wall time).
 - ``paper``: n ∈ {500, 1000, 2000, 5000}, the full test splits, 5 rounds, CNN width 256 and 100 epochs as in the
   authors' scripts (meant for a GPU).
 """
@@ -36,7 +35,7 @@ VAL = 0.2  # share of the n labelled images every method validates on
 
 # Training-split sizes, to turn "VAL·n validation images" into the engine's val_fraction of the whole split
 TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "mnist-5k": 4000, "noise-row": 500, "digit-in-noise": 2000,
-               "digits": 1437}
+               "digits": 1437, "cifar10": 50000}
 
 # noise-row's default noise (σ = 0.1) leaves the signal row plain to see: every method is perfect at n = 200.
 # At σ = 3 (noise std ≈ 0.31 per pixel against ±0.18 on the signal row) the fixed kernels drop to ≈ 60-70 % at
@@ -45,7 +44,7 @@ TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "mnist-5k": 4000, "noise-
 NOISE_ROW = {"sigma": 3.0}
 DATASET_OPTIONS = {
     "quick": {"noise-row": NOISE_ROW},
-    "cpu": {"noise-row": NOISE_ROW},
+    "cpu": {"noise-row": {**NOISE_ROW, "n_train": 2000, "n_test": 1000}},
     "paper": {"noise-row": {**NOISE_ROW, "n_train": 5000, "n_test": 1000},
               "digit-in-noise": {"n_train": 3000, "n_test": 2000}},
 }
@@ -65,16 +64,19 @@ PLAN = {
         "cnn": {"depth": 2, "width": 16, "epochs": 15, "lr": 5e-4, "batch_size": 32},
     },
     "cpu": {
-        "datasets": ("mnist", "fashion-mnist", "noise-row", "digit-in-noise"), "ns": (500,), "n_test": 1000,
-        # a convolutional kernel on 42×42 images costs ≈ 2.5× one on 28×28 (≈ 15 CPU-minutes per ConvRFM fit):
-        # at this scale digit-in-noise gets the flat-pixel kernels and the CNN only; Deep ConvRFM (≈ 3× a
-        # ConvRFM fit: two levels, the second on 32-channel features) runs on the local-signal task only
-        "method_datasets": {"cntk": ("mnist", "fashion-mnist", "noise-row"),
-                            "convrfm": ("mnist", "fashion-mnist", "noise-row"),
-                            "deep-convrfm": ("noise-row",)},
+        "datasets": ("mnist", "fashion-mnist", "noise-row", "digit-in-noise", "cifar10"), "ns": (1000,),
+        "n_test": 1000,
+        # the fused CNTK recursion makes every convolutional kernel affordable at n = 1,000 (benchmarks/RESULTS.md);
+        # Deep ConvRFM's second level (32-channel features, 288-dimensional patches) costs a few ConvRFM fits, so
+        # it runs on the local-signal tasks and MNIST
+        "method_datasets": {"deep-convrfm": ("mnist", "noise-row", "digit-in-noise")},
+        # the metric-power sweep: M = AGOP (the authors' -sqrtM) and M = AGOP² (their default T = AGOP) beside
+        # the default M = AGOP^½ ("convrfm")
+        "variants": {"convrfm-agop1": ("convrfm", {"agop_power": 1.0}, ("mnist", "noise-row")),
+                     "convrfm-agop2": ("convrfm", {"agop_power": 2.0}, ("mnist", "noise-row"))},
         "kernel": {"dtype": "float32", "validation_fraction": VAL},
         "methods": {"laplace": {}, "rfm": {"n_iter": 5}, "cntk": {"depth": 3},
-                    "convrfm": {"depth": 3, "n_iter": 1}, "deep-convrfm": {"depth": 2, "width": 32, "n_iter": 1}},
+                    "convrfm": {"depth": 3, "n_iter": 2}, "deep-convrfm": {"depth": 2, "width": 32, "n_iter": 2}},
         "cnn": {"depth": 3, "width": 32, "epochs": 40, "lr": 5e-4, "batch_size": 32},
     },
     "paper": {
@@ -125,7 +127,13 @@ def convrfm(scale: str) -> Recipe:
                              "options": {**plan["kernel"], **plan["methods"][m]},
                              "dataset_options": {d: o for d, o in opts.items() if d in datasets}},
                      datasets=fits(n, m), tags={"method": m, "label": LABELS[m], "n": n})
-        for n in plan["ns"] for m in METHODS)
+        for n in plan["ns"] for m in METHODS) + tuple(
+        CallableSpec(f"{v}/n{n}", JOB,
+                     kwargs={"method": m, "variant": v, "n_train": n, "n_test": n_test,
+                             "options": {**plan["kernel"], **plan["methods"][m], **extra},
+                             "dataset_options": {d: o for d, o in opts.items() if d in datasets}},
+                     datasets=tuple(d for d in fits(n, m) if d in only), tags={"method": v, "label": v, "n": n})
+        for n in plan["ns"] for v, (m, extra, only) in plan.get("variants", {}).items())
     arms = tuple(_cnn_arm(n, fits(n), plan, scale) for n in plan["ns"])
     c = plan["cnn"]
     m = plan["methods"]
