@@ -126,3 +126,19 @@ def test_runner_opt_in_packs_compatible_jobs(tmp_path):
     report = run_jobs(lasso, analyse=False, log=None)
     assert sorted(report.skipped) == sorted(trained) and not report.ran  # the runner finds them finished
     assert packable_groups(lasso) == []  # and never packs a job twice
+
+
+def test_reproduce_packs_by_default_only_on_cuda(monkeypatch):
+    import torch
+
+    from convemerge.experiments import get_recipe
+    from convemerge.experiments.packing import runs_on_cuda
+
+    jobs = get_recipe("table2", "quick").jobs("r")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not runs_on_cuda(jobs)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runs_on_cuda(jobs) is any(j.config.get("device", "auto") != "cpu" for j in jobs if j.kind == "train")
+    cpu = [j for j in jobs if j.kind == "train" and j.config.get("device") == "cpu"]
+    assert cpu and not runs_on_cuda(cpu)  # quick scale pins device=cpu
+    assert runs_on_cuda(get_recipe("table2", "paper").jobs("r")[:3])  # device auto on a CUDA machine

@@ -36,8 +36,9 @@ def reproduce_command(
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only the arms matching this glob "
                                                                   "(repeatable), e.g. 'bce/s-fc/*'; the rest stay "
                                                                   "listed and run on a later call without it."),
-    pack: bool = typer.Option(False, "--pack", help="Train compatible runs (seeds, λ, β, ... of one arm) together "
-                              "as packed runs first: many small nets on one GPU."),
+    pack: Optional[bool] = typer.Option(None, "--pack/--no-pack", help="Train compatible runs (seeds, λ, β, ... of "
+                                        "one arm) together as packed runs first: many small nets on one GPU "
+                                        "(default: when the runs go to a CUDA device)."),
 ) -> None:
     """Run a paper table or figure as a recipe: finished runs are skipped, interrupted ones resumed."""
     from convemerge.experiments.registry import expand_experiments, get_recipe

@@ -44,6 +44,16 @@ def packable_groups(jobs: Sequence[Job], max_pack: int = 16) -> list[list[Job]]:
     return out
 
 
+def runs_on_cuda(jobs: Sequence[Job]) -> bool:
+    """Whether the training jobs would run on a CUDA device (their ``device`` field, ``auto`` included), which is
+    when packing pays: on a CPU one single-threaded process per core is as fast."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    return any(j.kind == "train" and j.config.get("device", "auto") in ("auto", "cuda") for j in jobs)
+
+
 def train_packs(jobs: Sequence[Job], *, max_pack: int = 16, command: str | None = None,
                 log: Callable[[str], None] | None = print) -> list[str]:
     """Train every packable group of ``jobs``; returns the run ids trained."""

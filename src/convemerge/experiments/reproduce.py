@@ -123,13 +123,14 @@ def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None =
               datasets: Sequence[str] | None = None, seeds: int | None = None, workers: int = 1,
               ray_address: str | None = None, threads: int | None = None, argv: Sequence[str] | None = None,
               only: Sequence[str] | None = None, log: Callable[[str], None] | None = print,
-              pack: bool = False) -> ReproduceResult:
+              pack: bool | None = None) -> ReproduceResult:
     """Run ``experiment`` (or ``all``) at ``scale``; finished runs are skipped, interrupted ones resumed.
 
     only: glob patterns of arm names (e.g. ``bce/s-fc/*``): run just those arms' jobs this time (and callables
         that depend on nothing else). The manifest still lists every job, so the report shows what is missing and
         a later call without ``only`` runs the rest. Run ids do not depend on it.
-    pack: first train compatible training jobs together as packed runs (for a GPU; see experiments/packing.py).
+    pack: first train compatible training jobs together as packed runs (see experiments/packing.py); None: do so
+        when the training jobs run on a CUDA device.
     """
     out = Path(out) if out is not None else default_out(scale)
     names = expand_experiments(experiment, scale)
@@ -145,6 +146,10 @@ def reproduce(experiment: str, scale: str = "quick", *, out: str | Path | None =
         jobs.extend(rjobs)
         if log:
             log(f"{name}: {len(rjobs)} job(s) ({len(recipe.arms)} arm(s), seeds {list(recipe.seeds)})")
+    if pack is None:
+        from convemerge.experiments.packing import runs_on_cuda
+
+        pack = runs_on_cuda(jobs)
     if pack:
         from convemerge.experiments.packing import train_packs
 
