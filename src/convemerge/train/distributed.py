@@ -149,8 +149,12 @@ class Distributed:
     def barrier(self) -> None:
         dist.barrier()
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """Leave the process group. After a finished run every rank first waits for the others: a rank that tore
+        its group down while another still had a collective in flight could abort in gloo's threads."""
         if self.owns_group and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
     # ------------------------------------------------------------------ model

@@ -99,10 +99,14 @@ def train(
             if run.is_main:
                 paths.root.mkdir(parents=True, exist_ok=True)
                 config.to_yaml(paths.config)
-            return run.run(resume)
-    finally:
+            result = run.run(resume)
+    except BaseException:
         if dist is not None:
-            dist.close()
+            dist.close(finished=False)  # no barrier: the other ranks may never reach it
+        raise
+    if dist is not None:
+        dist.close()
+    return result
 
 
 def _check_run_dir(cfg: TrainConfig, paths: RunPaths, resume: bool) -> None:
