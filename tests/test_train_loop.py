@@ -160,6 +160,11 @@ def test_stop_train_loss_stops_early_and_says_why(tmp_path):
     assert TrainConfig.from_yaml(result.run_dir / "config.yaml").stop_train_loss == 0.5
     again = train(cfg, resume=True, verbose=False)
     assert len(again.history) == len(hist)
+    # the stopping epoch is a last epoch like the budget's: checkpointed and tested whatever the cadences
+    sparse = train(cfg.replace(out=str(tmp_path / "c"), checkpoint_every=100, test_every=100), verbose=False)
+    assert len(sparse.history) == len(hist) and sparse.history[-1]["test_acc"] is not None
+    state = json.loads((sparse.run_dir / "checkpoints/last/state.json").read_text())
+    assert state["epoch"] == len(hist) and sparse.summary["test_acc_last"] == sparse.history[-1]["test_acc"]
     # without the threshold the same run uses its whole budget
     assert "stopped_early" not in train(_cfg(tmp_path / "f", epochs=2), verbose=False).summary
 

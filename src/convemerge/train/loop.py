@@ -369,7 +369,9 @@ class _Run:
                                                self.precision)
         prev_best = best_record(self.history)
         is_best = val_acc is not None and (prev_best is None or val_acc > prev_best["val_acc"])
-        done = self.epoch == cfg.epochs or self._stop_reason() is not None
+        # the last epoch of the run: its budget, or (``stop_train_loss``) this epoch's mean training loss below the
+        # threshold — what _stop_reason will read from the history once this epoch's record is in it
+        done = self.epoch == cfg.epochs or (cfg.stop_train_loss is not None and self.train_loss < cfg.stop_train_loss)
         # The test set is reported only; it never chooses anything. It is scored where a number is reported (the
         # last epoch, every new best validation epoch) and every ``test_every`` epochs for the curves.
         if is_best or done or self.epoch % cfg.test_every == 0:
