@@ -213,7 +213,8 @@ def project_table2(epoch_s: dict[str, float]) -> dict:
 
     from convemerge.experiments.registry import get_recipe
 
-    jobs = [j for j in get_recipe("table2", "paper").jobs("/tmp/table2-projection") if j.kind == "train"]
+    # the jobs are only counted: the runs folder named here is never written
+    jobs = [j for j in get_recipe("table2", "paper").jobs("runs") if j.kind == "train"]
     counts = Counter((j.config["model"], j.config["dataset"], j.config["epochs"]) for j in jobs)
     seconds = sum(n * epochs * epoch_s[model] * (SVHN_TRAIN / CIFAR_TRAIN if dataset == "svhn" else 1.0)
                   for (model, dataset, epochs), n in counts.items())

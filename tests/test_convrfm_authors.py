@@ -12,16 +12,9 @@ from convemerge.errors import ConfigError
 from convemerge.kernels import ConvolutionalKernel, ConvRFMClassifier, DeepConvRFMClassifier, solve_regularized
 from convemerge.kernels._utils import normalize_metric
 
-D64 = torch.float64
+from test_convrfm import D64, _row_task  # the local-signal toy task
 
 
-def _row_task(n, H=8, W=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 1, H, W, generator=g, dtype=D64)
-    y = torch.randint(0, 2, (n,), generator=g)
-    rows = torch.randint(0, H, (n,), generator=g)
-    X[torch.arange(n), 0, rows, :] = (2 * y - 1).double()[:, None] * 3 / W**0.5
-    return X, y
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])

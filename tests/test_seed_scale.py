@@ -18,13 +18,9 @@ from convemerge.report import build_report
 from convemerge.train import TrainConfig, read_metrics, train
 from convemerge.train.engine import make_loss
 from convemerge.train.setup import build_model, prepare_data
+from test_train_loop import _cfg  # the small digits run config
 
 
-def _cfg(out, **kw) -> TrainConfig:
-    base = dict(model="s-fc", alpha=2, dataset="digits", epochs=2, batch_size=64, lr=0.05, num_threads=1,
-                out=str(out))
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 # ----------------------------------------------------------------------------- training options
