@@ -8,6 +8,7 @@ import torch
 
 from convemerge.kernels import LaplaceKernel, RFMClassifier, solve_regularized
 from convemerge.kernels import _estimator
+from convemerge.errors import ConfigError
 from convemerge.kernels.solvers import cholesky_in_place, choose_solver
 
 GIB = 2**30
@@ -30,9 +31,20 @@ def test_in_place_cholesky_equals_the_solve(dtype):
     Y = torch.randn(60, 3, generator=gen, dtype=dtype)
     K = LaplaceKernel(None, 3.0).matrix(X)
     ref = solve_regularized(K, Y, 1e-2, "solve")
+    L = torch.linalg.cholesky(K + 1e-2 * torch.eye(60, dtype=dtype))
+    ptr = K.data_ptr()
     coef = cholesky_in_place(K, Y, 1e-2)  # K is overwritten
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(coef, ref, rtol=tol, atol=tol)
+    # the factor lies in K's own storage: its transposed (column-major) view holds L
+    assert K.data_ptr() == ptr
+    torch.testing.assert_close(torch.tril(K.mT), L, rtol=tol, atol=tol)
+
+
+def test_in_place_cholesky_refuses_an_indefinite_system():
+    K = torch.tensor([[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(ConfigError, match="not numerically positive definite"):
+        cholesky_in_place(K, torch.ones(2, 1), 0.0)
 
 
 def test_auto_solver_in_place_path_matches_cholesky(monkeypatch):

@@ -46,18 +46,22 @@ def choose_solver(n: int, dtype: torch.dtype, device: torch.device, memory: int 
 
 
 def cholesky_in_place(K: torch.Tensor, Y: torch.Tensor, reg: float) -> torch.Tensor:
-    """Solve ``(K + reg·I) α = Y`` overwriting K with its Cholesky factor (no second n×n matrix)."""
-    from scipy.linalg import lapack
+    """Solve ``(K + reg·I) α = Y`` overwriting K with its Cholesky factor (no second n×n matrix).
 
+    K is symmetric, so its transposed view is the same matrix in column-major order: LAPACK ``potrf`` (through
+    ``torch.linalg.cholesky_ex(..., out=)``) factors that view where it lies, and the two triangular solves read the
+    factor through views too. (scipy's LP64 ``potrf`` crashes once n² exceeds 2³¹ — n ≈ 46,300 — so it is not
+    used.)"""
     K.diagonal().add_(reg)
-    a = K.numpy().T  # K is symmetric: its C-ordered buffer is the Fortran-ordered matrix itself
-    potrf, potrs = (lapack.spotrf, lapack.spotrs) if K.dtype == torch.float32 else (lapack.dpotrf, lapack.dpotrs)
-    c, info = potrf(a, lower=1, overwrite_a=1, clean=0)
-    if info != 0:
-        raise ConfigError(f"the kernel system is not numerically positive definite (potrf info={info}); "
+    A = K.mT
+    info = torch.zeros((), dtype=torch.int32, device=K.device)
+    torch.linalg.cholesky_ex(A, out=(A, info))
+    if int(info) != 0:
+        raise ConfigError(f"the kernel system is not numerically positive definite (potrf info={int(info)}); "
                           "use a larger reg or dtype='float64'")
-    x, info = potrs(c, Y.numpy(), lower=1)
-    return torch.from_numpy(x).to(Y.dtype)
+    Y = Y.to(K.dtype)
+    z = torch.linalg.solve_triangular(A, Y, upper=False)
+    return torch.linalg.solve_triangular(A.mT, z, upper=True)
 
 
 def solve_regularized(K: torch.Tensor, Y: torch.Tensor, reg: float, method: str = "solve") -> torch.Tensor:
