@@ -65,8 +65,8 @@ class Kernel:
         """Rows of one kernel block against ``n_centers`` columns."""
         return rows_per_block(n_centers, self.block_cost_per_pair, self.block_elements)
 
-    def _grad_rows(self, n_centers: int, n_outputs: int) -> int:
-        """Rows of one gradient block."""
+    def _grad_rows(self, n_centers: int, n_outputs: int, dim: int = 1) -> int:
+        """Rows of one gradient block (``dim``: features per point)."""
         return rows_per_block(n_centers, self.grad_cost_per_pair * n_outputs, self.block_elements)
 
     def matrix(self, X: torch.Tensor, Z: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,7 +90,7 @@ class Kernel:
     def gradients(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """Gradients of the predictor at every row of ``X`` (see the module docstring for the shape)."""
         self._check_coef(centers, coef)
-        rows = self._grad_rows(len(centers), coef.shape[1])
+        rows = self._grad_rows(len(centers), coef.shape[1], X[0].numel() if len(X) else 1)
         return torch.cat([self.gradient_block(X[s : s + rows], centers, coef) for s in range(0, len(X), rows)])
 
     def agop(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor, *, centering: bool = False,
@@ -103,7 +103,7 @@ class Kernel:
         of gradients averaged. With ``diag`` only the diagonal (d,) is accumulated.
         """
         self._check_coef(centers, coef)
-        rows = self._grad_rows(len(centers), coef.shape[1])
+        rows = self._grad_rows(len(centers), coef.shape[1], X[0].numel() if len(X) else 1)
         n_out = coef.shape[1]
         total = None
         sums = None

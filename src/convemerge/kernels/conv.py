@@ -138,7 +138,7 @@ class ConvolutionalKernel(FastRecursionMixin, Kernel):
     def _block_rows(self, n_centers: int) -> int:
         return self._fast_rows(n_centers) if self._fast else self._tile()
 
-    def _grad_rows(self, n_centers: int, n_outputs: int) -> int:
+    def _grad_rows(self, n_centers: int, n_outputs: int, dim: int = 1) -> int:
         return self._fast_grad_rows(n_centers, n_outputs) if self._fast else self._grad_tile(n_outputs)
 
     def _grad_tile(self, n_outputs: int) -> int:

@@ -50,7 +50,9 @@ class MahalanobisKernel(Kernel):
         The length scale L.
     """
 
-    grad_cost_per_pair = 2.0
+    #: (rows × centres) temporaries of a gradient block: distances, kernel values, weights and the masks and
+    #: square roots of the weights, and the one product buffer every output reuses — not multiplied by outputs
+    grad_cost_per_pair = 6.0
 
     def __init__(self, M: torch.Tensor | None = None, bandwidth: float = 10.0, *,
                  block_elements: int = DEFAULT_BLOCK_ELEMENTS):
@@ -89,15 +91,29 @@ class MahalanobisKernel(Kernel):
             K.diagonal().fill_(1.0)
         return K
 
+    def _grad_rows(self, n_centers: int, n_outputs: int, dim: int = 1) -> int:
+        # per row: the (row × centre) temporaries plus the (outputs × d) gradients twice; the product with the
+        # centres runs one output at a time, so the rows (the GEMM's M) do not shrink with the number of outputs
+        per_row = self.grad_cost_per_pair * n_centers + 2 * n_outputs * dim
+        return max(1, int(self.block_elements // per_row))
+
     def gradient_block(self, X: torch.Tensor, centers: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         d2, xx, zz = self.sq_distances(X, centers, return_norms=True)
         shift = _offset(centers)
         K = self._profile(d2)
         W = self._grad_weight(d2, K, xx[:, None] + zz[None, :])  # ∂K/∂x = W · M(x − x_i)
-        # Σ_i W_i α_io (x − x_i) = (W α)_o x − Σ_i W_i α_io x_i ; the second sum as a batched GEMM over outputs
+        del d2, K
+        # Σ_i W_i α_io (x − x_i) = (W α)_o x − Σ_i W_i α_io x_i ; the second sum one output at a time, each a
+        # (rows × centres) @ (centres × d) GEMM through one reused buffer (no (outputs × rows × centres) tensor)
         s = W @ coef  # (b, c)
-        T = (W.unsqueeze(0) * coef.T.unsqueeze(1)) @ (centers - shift)  # (c, b, d)
-        G = s.T.unsqueeze(-1) * (X - shift).unsqueeze(0) - T
+        Z = centers - shift
+        c = coef.shape[1]
+        T = torch.empty(c, len(X), Z.shape[1], dtype=W.dtype, device=W.device)
+        buf = torch.empty_like(W)
+        for o in range(c):
+            torch.mul(W, coef[:, o], out=buf)
+            torch.mm(buf, Z, out=T[o])
+        G = T.neg_().addcmul_(s.T.unsqueeze(-1), (X - shift).unsqueeze(0))
         return apply_metric(self.M, G).transpose(0, 1)  # (b, c, d)
 
 
