@@ -151,3 +151,24 @@ def test_psd_power_and_normalisation():
     assert normalize_metric(torch.tensor([1.0, 4.0]), "max").tolist() == [0.25, 1.0]
     with pytest.raises(ConfigError):
         normalize_metric(G, "spectral")
+
+
+def test_centres_side_is_cached_and_refreshed_on_change():
+    """The centres' shift and norms are computed once per (centres, metric) and recomputed when either changes in
+    place — blocks then equal a kernel built afresh."""
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+    Z = torch.randn(30, 6, generator=gen, dtype=torch.float64)
+    A = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    M = A @ A.T
+    k = LaplaceKernel(M, 3.0, block_elements=200)  # several row blocks
+    K1 = k.matrix(X, Z)
+    assert k._centres_cache[0] is Z
+    torch.testing.assert_close(K1, LaplaceKernel(M.clone(), 3.0).matrix(X, Z))
+    Z.mul_(2.0)  # in place: the cache must not be reused
+    torch.testing.assert_close(k.matrix(X, Z), LaplaceKernel(M.clone(), 3.0).matrix(X, Z.clone()))
+    M.mul_(0.5)
+    torch.testing.assert_close(k.matrix(X, Z), LaplaceKernel(M.clone(), 3.0).matrix(X, Z.clone()))
+    import pickle
+
+    assert pickle.loads(pickle.dumps(k))._centres_cache is None
