@@ -102,6 +102,16 @@ def bench_rfm(n: int, dtype: str, device: torch.device) -> None:
     print(f"fit {total:.2f}s (rounds on {len(X) - len(X) // 10} points + refit on {len(X)})")
     for k, v in {**parts, "other": other}.items():
         print(f"  {k:7s} {v:8.2f}s  {100 * v / total:5.1f}%")
+    # achieved rates of the two GEMM-shaped stages (flops of their matrix products, element-wise work not counted)
+    m, d, c = len(X) - len(X) // 10, X.shape[1], len(set(y.tolist()))
+    rounds = [h for h in est.history_ if h["time_agop"] > 0]
+    if rounds:
+        agop = sum(h["time_agop"] for h in rounds) / len(rounds)
+        kern = sum(h["time_kernel"] for h in est.history_) / len(est.history_)
+        # AGOP: the gradients' n²·c·d products, then M applied to and the outer products of the n·c gradients (2·n·c·d²)
+        flops = 2 * m * c * d * (m + 2 * d)
+        print(f"  per round: AGOP {agop:.2f}s = {flops / agop / 1e9:.0f} GFLOP/s of its matrix products; "
+              f"kernel matrix {kern:.2f}s = {2 * m * m * d / kern / 1e9:.0f} GFLOP/s of its n²·d product")
     # the same kernel system with each solver
     dt = torch.float32 if dtype == "float32" else torch.float64
     Xt = torch.as_tensor(X, dtype=dt, device=device)
