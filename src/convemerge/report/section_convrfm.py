@@ -18,10 +18,13 @@ from convemerge.report.sections import provenance, register_section
 
 __all__ = ["convrfm_section", "method_results"]
 
-ORDER = ("laplace", "rfm", "cntk", "convrfm", "convrfm-agop1", "convrfm-agop2", "deep-convrfm", "cnn")
+ORDER = ("laplace", "rfm", "cntk", "convrfm", "convrfm-agop1", "convrfm-agop2", "convrfm-authors", "deep-convrfm",
+         "deep-convrfm-authors", "cnn")
 NAMES = {"laplace": "Laplace (M = I)", "rfm": "RFM", "cntk": "CNTK (M = I)", "convrfm": "ConvRFM",
          "convrfm-agop1": "ConvRFM (M = AGOP)", "convrfm-agop2": "ConvRFM (M = AGOP²)",
-         "deep-convrfm": "Deep ConvRFM", "cnn": "CNN (trained)"}
+         "convrfm-authors": "ConvRFM (authors: M = AGOP², valid, K/max K)",
+         "deep-convrfm": "Deep ConvRFM", "deep-convrfm-authors": "Deep ConvRFM (authors: linear W = G·T, valid)",
+         "cnn": "CNN (trained)"}
 
 
 def _num(x) -> float | None:
@@ -102,7 +105,9 @@ def _verdict(res, keys) -> Text:
     lines = []
     for d, n in keys:
         parts = []
-        for a, b in (("convrfm", "rfm"), ("convrfm", "cntk"), ("rfm", "laplace"), ("convrfm", "cnn")):
+        for a, b in (("convrfm", "rfm"), ("convrfm", "cntk"), ("rfm", "laplace"), ("convrfm", "cnn"),
+                     ("convrfm-agop1", "convrfm"), ("convrfm-agop2", "convrfm"), ("convrfm-authors", "convrfm"),
+                     ("deep-convrfm", "convrfm"), ("deep-convrfm-authors", "deep-convrfm")):
             m, s, k = _paired(res, d, n, a, b)
             if m is None:
                 continue

@@ -15,7 +15,9 @@ Scales:
   (depth-2 CNTK): about a minute of CPU in all, part of ``reproduce all --scale quick``.
 - ``cpu``: MNIST, Fashion-MNIST, noise-row (drawn with 2,000 training images), digit-in-noise (42×42) and
   CIFAR-10 (the RGB task), n = 1,000, 1,000 test images, 3 seeds, RFM 5 rounds, ConvRFM 2 rounds of the depth-3
-  CNTK on every dataset, the metric-power sweep (M = AGOP^½, AGOP, AGOP²) on MNIST and noise-row, Deep ConvRFM
+  CNTK on every dataset, the metric-power sweep (M = AGOP^½, AGOP, AGOP²) and the authors' construction as a whole
+  (M = AGOP², VALID padding, K divided by its largest training entry; Deep ConvRFM with their linear
+  featurisation) on MNIST and noise-row, Deep ConvRFM
   2 levels × 2 rounds (width 32) on MNIST, noise-row and digit-in-noise; CNN depth 3, width 32, Adam 5e-4,
   40 epochs. The convolutional kernels dominate the cost (see docs/reproduce.md for the wall time).
 - ``paper``: n ∈ {500, 1000, 2000, 5000}, the full test splits, 5 rounds, CNN width 256 and 100 epochs as in the
@@ -42,6 +44,8 @@ TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "mnist-5k": 4000, "noise-
 # n = 200 and learning a horizontal patch metric pays. At paper scale the synthetic sets are drawn larger, so
 # that n reaches 5,000 (noise-row) and 3,000 (digit-in-noise: train + test digits must fit in mnist-5k's 5,000).
 NOISE_ROW = {"sigma": 3.0}
+# The authors' ConvRFM settings (their scripts' defaults), as estimator options
+AUTHORS = {"agop_power": 2.0, "padding": "valid", "normalize_kernel": True}
 DATASET_OPTIONS = {
     "quick": {"noise-row": NOISE_ROW},
     "cpu": {"noise-row": {**NOISE_ROW, "n_train": 2000, "n_test": 1000}},
@@ -73,7 +77,13 @@ PLAN = {
         # the metric-power sweep: M = AGOP (the authors' -sqrtM) and M = AGOP² (their default T = AGOP) beside
         # the default M = AGOP^½ ("convrfm")
         "variants": {"convrfm-agop1": ("convrfm", {"agop_power": 1.0}, ("mnist", "noise-row")),
-                     "convrfm-agop2": ("convrfm", {"agop_power": 2.0}, ("mnist", "noise-row"))},
+                     "convrfm-agop2": ("convrfm", {"agop_power": 2.0}, ("mnist", "noise-row")),
+                     # the authors' construction as a whole (aradha/convrfm defaults): T = AGOP (metric AGOP²),
+                     # VALID padding in every CNTK layer, kernel matrix divided by its largest training entry; and
+                     # their Deep ConvRFM featurisation (linear 3×3 conv W = G·T, VALID) at our width
+                     "convrfm-authors": ("convrfm", AUTHORS, ("mnist", "noise-row")),
+                     "deep-convrfm-authors": ("deep-convrfm", {**AUTHORS, "features": "linear"},
+                                              ("mnist", "noise-row"))},
         "kernel": {"dtype": "float32", "validation_fraction": VAL},
         "methods": {"laplace": {}, "rfm": {"n_iter": 5}, "cntk": {"depth": 3},
                     "convrfm": {"depth": 3, "n_iter": 2}, "deep-convrfm": {"depth": 2, "width": 32, "n_iter": 2}},
@@ -155,5 +165,7 @@ def convrfm(scale: str) -> Recipe:
             f"images; Deep ConvRFM {m['deep-convrfm'].get('depth', 2)} levels, width "
             f"{m['deep-convrfm'].get('width', 64)}, {m['deep-convrfm'].get('n_iter', 3)} round(s) per level; "
             f"vanilla CNN depth {c['depth']}, width {c['width']}, 3×3, Adam {c['lr']:g}, batch {c['batch_size']}, {c['epochs']} epochs on {1 - VAL:.0%} of the n images, best "
-            f"epoch on the other {VAL:.0%}."),
+            f"epoch on the other {VAL:.0%}."
+            + "".join(f" Variant {v}: {m} with {extra} on {', '.join(ds)}."
+                      for v, (m, extra, ds) in plan.get("variants", {}).items())),
     )
