@@ -38,3 +38,16 @@ def test_rfm_command_user_errors_are_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "svm" in err and "\n" not in err
     assert main(["rfm", "--model", "rfm", "--dataset", "mnist-5k", "--n-train", "20", "--depth", "3"]) == 2
+
+
+def test_load_image_arrays_draws_exactly_n_in_proportion():
+    import torch
+
+    from convemerge.experiments.convrfm.kernel_fit import load_image_arrays
+
+    _, y_all = load_image_arrays("mnist-5k", "train")
+    share = torch.bincount(y_all, minlength=10).double() / len(y_all)
+    for n in (7, 33, 101, 999):  # per-class rounding of n/N·count used to give n ± a few
+        X, y = load_image_arrays("mnist-5k", "train", n=n, seed=1)
+        assert len(X) == len(y) == n
+        assert (torch.bincount(y, minlength=10) - n * share).abs().max() < 1

@@ -40,14 +40,13 @@ def load_image_arrays(dataset: str, split: str = "train", n: int | None = None, 
     ``(images − mean)/std`` for float ones, with the train split's per-channel statistics.
     """
     from convemerge.data import load_dataset
-    from convemerge.data.split import split_indices
+    from convemerge.data.split import stratified_subset
 
     data = load_dataset(dataset, split, root=root)
     if n is not None and n < len(data):
         if n < 1:
             raise ConfigError(f"n={n} must be >= 1")
-        _, keep = split_indices(data.labels, n / len(data), seed)
-        data = data.subset(keep)
+        data = data.subset(stratified_subset(data.labels, int(n), seed))  # exactly n, classes in proportion
     return standardised_arrays(data)
 
 
