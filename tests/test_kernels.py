@@ -153,22 +153,39 @@ def test_psd_power_and_normalisation():
         normalize_metric(G, "spectral")
 
 
-def test_centres_side_is_cached_and_refreshed_on_change():
-    """The centres' shift and norms are computed once per (centres, metric) and recomputed when either changes in
-    place — blocks then equal a kernel built afresh."""
+def _laplace(M, block_elements=None):
+    return LaplaceKernel(M, 3.0, **({"block_elements": block_elements} if block_elements else {}))
+
+
+def _cntk(M, block_elements=None):
+    from convemerge.kernels import ConvolutionalKernel
+
+    return ConvolutionalKernel((1, 4, 4), kind="cntk", depth=2, M=M,
+                               **({"block_elements": block_elements} if block_elements else {}))
+
+
+@pytest.mark.parametrize("make, d", [(_laplace, 6), (_cntk, 9)], ids=["laplace", "cntk-fast"])
+def test_centres_side_is_cached_and_refreshed_on_change(make, d):
+    """The centres' side (shift and norms; patch matrices) is built once per (centres, metric) and rebuilt when
+    either changes in place — blocks then equal a kernel built afresh (a cache keyed by address alone would return
+    the stale side after Z.mul_)."""
     gen = torch.Generator().manual_seed(3)
-    X = torch.randn(40, 6, generator=gen, dtype=torch.float64)
-    Z = torch.randn(30, 6, generator=gen, dtype=torch.float64)
-    A = torch.randn(6, 6, generator=gen, dtype=torch.float64)
-    M = A @ A.T
-    k = LaplaceKernel(M, 3.0, block_elements=200)  # several row blocks
+    n_in = 6 if make is _laplace else 16
+    X = torch.randn(40, n_in, generator=gen, dtype=torch.float64)
+    Z = torch.randn(30, n_in, generator=gen, dtype=torch.float64)
+    A = torch.randn(d, d, generator=gen, dtype=torch.float64)
+    M = A @ A.T / d
+    k = make(M, block_elements=200)  # several row blocks
     K1 = k.matrix(X, Z)
-    assert k._centres_cache[0] is Z
-    torch.testing.assert_close(K1, LaplaceKernel(M.clone(), 3.0).matrix(X, Z))
+    assert k._side_cache[0] is Z
+    torch.testing.assert_close(K1, make(M.clone()).matrix(X, Z))
     Z.mul_(2.0)  # in place: the cache must not be reused
-    torch.testing.assert_close(k.matrix(X, Z), LaplaceKernel(M.clone(), 3.0).matrix(X, Z.clone()))
+    torch.testing.assert_close(k.matrix(X, Z), make(M.clone()).matrix(X, Z.clone()))
     M.mul_(0.5)
-    torch.testing.assert_close(k.matrix(X, Z), LaplaceKernel(M.clone(), 3.0).matrix(X, Z.clone()))
+    torch.testing.assert_close(k.matrix(X, Z), make(M.clone()).matrix(X, Z.clone()))
     import pickle
 
-    assert pickle.loads(pickle.dumps(k))._centres_cache is None
+    assert "_side_cache" not in pickle.loads(pickle.dumps(k)).__dict__
+    with torch.inference_mode():  # no version counter: computed afresh, not cached
+        Zi = Z.clone()
+    torch.testing.assert_close(k.matrix(X, Zi), make(M.clone()).matrix(X, Z.clone()))

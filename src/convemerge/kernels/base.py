@@ -61,6 +61,30 @@ class Kernel:
         if coef.ndim != 2 or coef.shape[0] != len(centers):
             raise ValueError(f"coef must have shape (n_centers={len(centers)}, n_outputs), got {tuple(coef.shape)}")
 
+    def _centres_side(self, Z: torch.Tensor, build):
+        """``build(Z)``: the centres' side of every block (shifted points and their norms, patch matrices, …),
+        computed once while the same centres and metric ``self.M`` come back — the row blocks of one matrix,
+        prediction or AGOP. Keyed by the tensors' identity and in-place versions and holding them, so a freed
+        tensor's address is never mistaken for another's and an in-place change is seen; dropped when pickled.
+        Inference tensors (no version counter) are not cached."""
+        M = getattr(self, "M", None)
+        try:
+            key = (Z._version, None if M is None else M._version)
+        except RuntimeError:  # inference tensors do not count their in-place changes
+            return build(Z)
+        c = getattr(self, "_side_cache", None)
+        if c is not None and c[0] is Z and c[1] is M and c[2] == key:
+            return c[3]
+        self._side_cache = None  # free the old side before building the new one
+        value = build(Z)
+        self._side_cache = (Z, M, key, value)
+        return value
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_side_cache", None)
+        return state
+
     def _block_rows(self, n_centers: int) -> int:
         """Rows of one kernel block against ``n_centers`` columns."""
         return rows_per_block(n_centers, self.block_cost_per_pair, self.block_elements)

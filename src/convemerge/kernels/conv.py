@@ -86,7 +86,6 @@ class ConvolutionalKernel(FastRecursionMixin, Kernel):
         self.map_shape = sizes[0]  # (h₁, w₁): the patch positions
         self.geometry = Geometry(*self.map_shape, self.patch_size, self.pool)
         self.n_offsets = len(self.geometry.offsets)
-        self._centers_cache = None
 
     @property
     def patch_dim(self) -> int:

@@ -101,13 +101,8 @@ class FastRecursionMixin:
         return max(1, min(self.block_elements // per_row, self._chunk_shape(True, 1 << 30, 1 << 30)[0] * 8))
 
     def _side_of(self, Z: torch.Tensor) -> _Side:
-        """The centres' side, cached while the same tensor is passed again (row blocks of one call)."""
-        key = (Z.data_ptr(), tuple(Z.shape), Z.dtype, Z.device, id(self.M))
-        if self._centers_cache is not None and self._centers_cache[0] == key:
-            return self._centers_cache[1]
-        side = _Side(self, Z)
-        self._centers_cache = (key, side)
-        return side
+        """The centres' side, built once while the same centres come back (:meth:`Kernel._centres_side`)."""
+        return self._centres_side(Z, lambda Z: _Side(self, Z))
 
     def _static(self) -> dict:
         return {"q": self.patch_size, "scale": self._scale, "padding": self.padding, "ntk": self.kind == "cntk"}

@@ -59,28 +59,16 @@ class MahalanobisKernel(Kernel):
         super().__init__(block_elements=block_elements)
         self.M = M
         self.bandwidth = float(bandwidth)
-        self._centres_cache = None
 
     def _centres(self, Z: torch.Tensor):
-        """(shift, Z − shift, ‖Z − shift‖²_M): the centres' side of every block, computed once while the same
-        centres and metric are passed again (the row blocks of one matrix, prediction or AGOP; recomputing it per
-        block cost as much as the block itself at n = 54,000). The cache holds the tensors themselves, so it is
-        keyed by identity and in-place version, never by an address that could be reused."""
-        M = self.M
-        key = (Z._version, None if M is None else M._version)
-        c = self._centres_cache
-        if c is not None and c[0] is Z and c[1] is M and c[2] == key:
-            return c[3]
+        """(shift, Z − shift, ‖Z − shift‖²_M), once per (centres, metric) (:meth:`Kernel._centres_side`):
+        recomputing it per row block cost as much as the block itself at n = 54,000."""
+        return self._centres_side(Z, self._build_centres)
+
+    def _build_centres(self, Z: torch.Tensor):
         shift = _offset(Z)
         Zs = Z - shift
-        zz = (apply_metric(M, Zs) * Zs).sum(1)
-        self._centres_cache = (Z, M, key, (shift, Zs, zz))
-        return shift, Zs, zz
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_centres_cache"] = None
-        return state
+        return shift, Zs, (apply_metric(self.M, Zs) * Zs).sum(1)
 
     # profile φ(d²) and w(d²) with ∂K/∂x = w · M(x − z)
     def _profile(self, d2: torch.Tensor) -> torch.Tensor:
