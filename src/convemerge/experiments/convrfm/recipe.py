@@ -121,6 +121,14 @@ def _cnn_arm(n: int, datasets: tuple[str, ...], plan: dict, scale: str) -> Arm:
                datasets=datasets, per_dataset=per_dataset, tags={"method": "cnn", "label": LABELS["cnn"], "n": n})
 
 
+def _metric(options: dict) -> str:
+    """The metric an options dict asks for, as text (the estimators' default power when it names none)."""
+    from convemerge.kernels import ConvRFMClassifier
+
+    power = float(options.get("agop_power", ConvRFMClassifier().agop_power))
+    return {0.5: "AGOP^½", 1.0: "AGOP", 2.0: "AGOP²"}.get(power, f"AGOP^{power:g}")
+
+
 @register_recipe("convrfm", scales=("quick", "cpu", "paper"), order=80)
 def convrfm(scale: str) -> Recipe:
     sc = settings(scale)
@@ -164,7 +172,8 @@ def convrfm(scale: str) -> Recipe:
             + ". " +
             f"Kernel machines (ridge 1e-3) choose their round on {VAL:.0%} of the n images and refit on all n; "
             f"RFM {m['rfm'].get('n_iter', 5)} rounds; ConvRFM on the depth-{m['convrfm'].get('depth', 3)} CNTK, "
-            f"{m['convrfm'].get('n_iter', 5)} round(s), M = AGOP^½ Frobenius-normalised, AGOP over all training "
+            f"{m['convrfm'].get('n_iter', 5)} round(s), M = {_metric(m['convrfm'])} Frobenius-normalised"
+            f"{', ' + m['convrfm']['padding'] + ' padding' if 'padding' in m['convrfm'] else ''}, AGOP over all training "
             f"images; Deep ConvRFM {m['deep-convrfm'].get('depth', 2)} levels, width "
             f"{m['deep-convrfm'].get('width', 64)}, {m['deep-convrfm'].get('n_iter', 3)} round(s) per level; "
             f"vanilla CNN depth {c['depth']}, width {c['width']}, 3×3, Adam {c['lr']:g}, batch {c['batch_size']}, {c['epochs']} epochs on {1 - VAL:.0%} of the n images, best "
