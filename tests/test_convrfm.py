@@ -124,3 +124,31 @@ def test_eigenpatch_signs_are_drawn_on_a_zero_centred_scale():
     data = im.get_array()
     assert lo == -hi and hi == pytest.approx(float(abs(data).max()))
     assert float(data.min()) / float(data.max()) > 0.9  # all of one sign and nearly equal: it reads as uniform
+
+
+@pytest.mark.parametrize("cls", [ConvRFMClassifier, DeepConvRFMClassifier])
+def test_last_metric_is_the_last_rounds_whichever_round_validation_chose(cls):
+    """``last_metric_`` (Deep: ``last_metrics_``) is the metric of the last round at the chosen ridge: a fit whose
+    rule keeps round 0 (M = I) still exposes the metric that a fit choosing the last round uses."""
+    X, y = _row_task(48)
+    opts = dict(kernel="patch-laplace", depth=2, n_iter=2, validation_fraction=0.25, random_state=0)
+    if cls is DeepConvRFMClassifier:
+        opts["width"] = 4
+
+    class First(cls):
+        def _score(self, rec):
+            return (-rec["iteration"],)
+
+    class Last(cls):
+        def _score(self, rec):
+            return (rec["iteration"],)
+
+    first, last = First(**opts).fit(X, y), Last(**opts).fit(X, y)
+    M_first = first.Ms_[0] if cls is DeepConvRFMClassifier else first.M_
+    M_last = last.Ms_[0] if cls is DeepConvRFMClassifier else last.M_
+    lm_first = first.last_metrics_[0] if cls is DeepConvRFMClassifier else first.last_metric_
+    lm_last = last.last_metrics_[0] if cls is DeepConvRFMClassifier else last.last_metric_
+    torch.testing.assert_close(M_first, torch.eye(9, dtype=D64))
+    assert not torch.allclose(M_last, torch.eye(9, dtype=D64))
+    torch.testing.assert_close(lm_first, M_last)
+    torch.testing.assert_close(lm_last, M_last)

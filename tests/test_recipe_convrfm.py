@@ -100,7 +100,10 @@ def test_kernel_job_writes_what_fit_and_evaluate_gives(tmp_path):
     _, ref = fit_and_evaluate("rfm", Xtr, ytr, Xte, yte, random_state=3, **opts)
     assert s["test_accuracy"] == ref["test_accuracy"] and s["best_iter"] == ref["best_iter"]
     assert read_kernel_matrices(tmp_path) is not None
-    assert (s["eigenfilters"] is None) == (s["best_iter"] == 0)
+    # the picture shows the chosen metric, or the last round's where validation kept M = I (saved beside it)
+    assert s["eigenfilters"] == "eigenfilters.png" and (tmp_path / "eigenfilters.png").exists()
+    assert s["eigenfilters_metric"] == ("M" if s["best_iter"] > 0 else "M_last") and s["eigenfilters_round"] >= 1
+    assert s["eigenfilters_metric"] in read_kernel_matrices(tmp_path)
     # the data option reached the data: σ = 3 noise is not the default σ = 0.1 noise
     Xd, *_ = kernel_arrays("noise-row", 80, 3, 120)
     assert not torch.allclose(Xd, Xtr)
@@ -177,3 +180,19 @@ def test_explicit_dataset_reaches_every_job(tmp_path):
     jobs = recipe.jobs(tmp_path)
     assert {j.dataset for j in jobs} == {"noise-row"}
     assert len(jobs) == len(recipe_mod.PLAN["paper"]["ns"]) * (1 + len(recipe_mod.METHODS))
+
+
+def test_kernel_job_pictures_the_unused_metric_where_validation_kept_the_identity(tmp_path, monkeypatch):
+    from convemerge.kernels import ConvRFMClassifier
+    from convemerge.report.section_convrfm import _eigenfilters
+
+    monkeypatch.setattr(ConvRFMClassifier, "_score", lambda self, rec: (-rec["iteration"],))  # keeps round 0
+    kernel_job(str(tmp_path), method="convrfm", dataset="noise-row", n_train=60, seed=3, n_test=50,
+               options={"n_iter": 1, "depth": 2, "dtype": "float64", "validation_fraction": 0.25})
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["best_iter"] == 0 and s["eigenfilters_metric"] == "M_last" and s["eigenfilters_round"] == 1
+    tensors = read_kernel_matrices(tmp_path)
+    torch.testing.assert_close(tensors["M"], torch.eye(9, dtype=tensors["M"].dtype))  # what was used
+    assert not torch.allclose(tensors["M_last"], tensors["M"])  # what was learned
+    entry = {"dir": tmp_path, "image_shape": s["image_shape"], "patch_size": 3, "metric_key": "M_last"}
+    assert _eigenfilters(entry, "convrfm").startswith(b"\x89PNG")

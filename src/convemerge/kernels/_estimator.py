@@ -246,14 +246,17 @@ class KernelFeatureLearner(BaseEstimator):
         regs = REG_GRID if isinstance(self.reg, str) else (float(self.reg),)
         history, best, best_score = [], None, None
         for reg in regs:
-            for M, coef, rec in self._trajectory(Xtr, Ytr, Xva, Yva, reg, gen, dim):
+            trajectory = self._trajectory(Xtr, Ytr, Xva, Yva, reg, gen, dim)
+            for M, coef, rec in trajectory:
                 history.append(rec)
                 if split is None:
                     best = (M, coef, rec)  # the last round (of the last reg; reg="auto" needs validation)
+                    self._last_metric = trajectory[-1][0]
                     continue
                 score = self._score(rec)
                 if best_score is None or score > best_score:
                     best, best_score = (M, coef, rec), score
+                    self._last_metric = trajectory[-1][0]  # the last round's metric at the chosen ridge
         return (*best, history)
 
     def _fit_tensors(self, X: torch.Tensor, Y: torch.Tensor, labels, rng, gen) -> None:
@@ -265,6 +268,8 @@ class KernelFeatureLearner(BaseEstimator):
         coef = self._refit(M, coef, rec, X, Y, split, gen)
         self.refit_time_ = time.perf_counter() - t0
         self.M_ = M
+        self.last_metric_ = self._last_metric
+        del self._last_metric
         self.coef_ = coef
         self.X_fit_ = X
         self.history_ = history

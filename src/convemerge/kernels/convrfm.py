@@ -94,8 +94,9 @@ class _ImageInput:
 
 class ConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin, KernelFeatureLearner):
     __doc__ = ("Convolutional Recursive Feature Machine (classifier).\n\n    Parameters\n" + _COMMON_DOC +
-               "\n    Fitted: ``M_`` (c·q·q square), ``coef_``, ``X_fit_`` (flattened), ``image_shape_``, "
-               "``history_``, ``best_iter_``, ``reg_``, ``classes_``.\n")
+               "\n    Fitted: ``M_`` (c·q·q square), ``last_metric_`` (the last round's M, whichever round validation "
+               "chose), ``coef_``, ``X_fit_`` (flattened), ``image_shape_``, ``history_``, ``best_iter_``, ``reg_``, "
+               "``classes_``.\n")
 
     def __init__(self, kernel="cntk", depth=3, patch_size=3, pool=None, bandwidth=10.0, reg=1e-3, n_iter=5,
                  agop_power=0.5, centering=False, normalize="frobenius", solver="solve", solver_options=None,
@@ -180,7 +181,8 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
                "    training data. Memory: the level inputs hold n·width·H·W numbers.\n\n    Parameters\n"
                "    depth: levels (and conv depth of the level-0 kernel). width: random filters per level.\n"
                + _COMMON_DOC +
-               "\n    Fitted: ``Ms_`` (one metric per level), ``filters_`` (depth−1 arrays (width, c·q·q)), ``M_``\n"
+               "\n    Fitted: ``Ms_`` (one metric per level), ``last_metrics_`` (each level's last-round metric), ``filters_``\n"
+               "    (depth−1 arrays (width, c·q·q)), ``M_``\n"
                "    (the last metric), ``coef_``, ``history_`` (records carry a ``level`` key), ``best_iters_``,\n"
                "    ``train_metrics_``.\n")
 
@@ -254,6 +256,7 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
         split = validation_split(len(X), self.validation_fraction, labels, rng)
         q2 = int(self.patch_size) ** 2
         self.Ms_, self.filters_, self.best_iters_, history = [], [], [], []
+        self.last_metrics_ = []
         feats = X
         for level in range(int(self.depth)):
             self._level = level
@@ -263,12 +266,14 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
                 h["level"] = level
             history += hist
             self.Ms_.append(M)
+            self.last_metrics_.append(self._last_metric)
             self.best_iters_.append(int(rec["iteration"]))
             if level + 1 < int(self.depth):
                 self.filters_.append(random_filters(M, int(self.width), gen))
                 feats = self._featurize(feats, level)
         coef = self._refit(M, coef, rec, feats, Y, split, gen)
         self.M_ = M
+        del self._last_metric
         self.coef_ = coef
         self.X_fit_ = X
         self.history_ = history

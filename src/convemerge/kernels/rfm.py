@@ -43,7 +43,8 @@ class _BaseRFM(KernelFeatureLearner):
     block_elements: memory budget of one block, in tensor elements (None: 2**25).
     verbose: print each round's metrics and timings as it finishes.
 
-    Fitted attributes: ``M_`` (d×d, or (d,) when diag), ``coef_`` (dual weights, n×outputs), ``X_fit_``,
+    Fitted attributes: ``M_`` (d×d, or (d,) when diag), ``last_metric_`` (the last round's M at the chosen ridge,
+    whichever round validation chose), ``coef_`` (dual weights, n×outputs), ``X_fit_``,
     ``history_`` (one dict per (reg, round): train/val MSE (and accuracy), seconds in kernel/solve/AGOP),
     ``best_iter_``, ``reg_``, ``train_metrics_`` (of the refitted model on all training data), ``refit_time_``,
     ``n_features_in_`` (and ``classes_`` for the classifier).

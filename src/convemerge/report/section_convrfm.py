@@ -48,7 +48,8 @@ def method_results(rec: ExperimentRecords) -> dict[tuple[str, int, str], list[di
                              "test": _num(s.get("test_accuracy")), "round": s.get("best_iter"),
                              "rounds": s.get("best_iters"), "seconds": _num(s.get("fit_seconds")),
                              "picture": s.get("eigenfilters"), "dir": rec.run_dir(job["run_id"]),
-                             "image_shape": s.get("image_shape"),
+                             "image_shape": s.get("image_shape"), "metric_key": s.get("eigenfilters_metric"),
+                             "picture_round": s.get("eigenfilters_round"),
                              "patch_size": (s.get("params") or {}).get("patch_size")})
         elif job.get("kind", "train") == "train" and tags.get("method") == "cnn":
             if s.get("status") != "completed":
@@ -172,8 +173,11 @@ def convrfm_section(rec: ExperimentRecords) -> Section:
             for e in res.get((d, n, m), []):
                 png = _eigenfilters(e, m) if e["picture"] else None  # only where validation chose a learned M
                 if png is not None:
+                    unused = (f"; validation kept M = I, so this is round {e['picture_round']}'s metric, learned "
+                              f"but not used" if str(e.get("metric_key") or "").endswith("_last") else "")
                     s.add(Figure(png, f"{label(d)}, n = {n}, seed {e['seed']} (run {e['run']}): {what}, titled by "
-                                 f"eigenvalue; red +, blue −, zero white (round chosen: {e['rounds'] or e['round']}).",
+                                 f"eigenvalue; red +, blue −, zero white (round chosen: {e['rounds'] or e['round']}"
+                                 f"{unused}).",
                                  f"convrfm-{d}-{m}-eigenfilters"))
                     break
     return s
@@ -189,7 +193,7 @@ def _eigenfilters(entry: dict, method: str) -> bytes | None:
     tensors = read_kernel_matrices(entry["dir"]) if shape else None
     if tensors is None:
         return None
-    M = tensors.get("M_0" if method == "deep-convrfm" else "M")
+    M = tensors.get(entry.get("metric_key") or ("M_0" if method == "deep-convrfm" else "M"))
     if M is None:
         return None
     if method != "rfm":

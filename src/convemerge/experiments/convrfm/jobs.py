@@ -6,8 +6,8 @@ training images (stratified, from ``seed``) and the test images exactly as a tra
 ``n_test`` does (:func:`convemerge.data.fixed_test_subset`, one fixed subsample for every seed and method),
 fits the estimator — whose round is chosen on a validation split carved from the ``n_train`` images — and writes into
 ``out``: its summary (accuracies, chosen round, per-round history, timings), the learned metric(s)
-(:func:`convemerge.runs.write_kernel_matrices`) and, when validation chose a learned metric (round ≥ 1), ``eigenfilters.png`` (the top
-eigenvectors of M as patches, or as images for RFM).
+(:func:`convemerge.runs.write_kernel_matrices`) and ``eigenfilters.png`` (the top eigenvectors of M as patches, or as
+images for RFM): of the chosen metric, or — where validation kept M = I — of the last round's (saved as ``M_last``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convemerge.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["kernel_job", "kernel_arrays", "METHODS"]
 
@@ -45,18 +48,26 @@ def kernel_arrays(dataset: str, n_train: int, seed: int, n_test: int | None = No
     return Xtr, ytr, Xte, yte
 
 
-def _eigenfilters(est, method: str, image_shape, out: Path, k: int) -> str | None:
-    """Top eigenvectors of the learned metric as pictures (c×q×q patches, or whole images for RFM)."""
-    from convemerge.kernels.plots import plot_eigenpatches
-
+def _pictured_metric(est, method: str) -> tuple[str, int, torch.Tensor] | None:
+    """(key in the saved matrices, round, M): the metric whose eigenvectors describe what the machine learned — the
+    one validation chose, or, where it kept M = I (round 0), the last round's (that picture then shows what was
+    learned and not used). None for the fixed kernels."""
     if method in ("rfm", "convrfm"):
-        M, chosen = est.M_, est.best_iter_
+        M, chosen, last, key = est.M_, est.best_iter_, est.last_metric_, "M"
     elif method == "deep-convrfm":  # the first level's metric acts on image patches
-        M, chosen = est.Ms_[0], est.best_iters_[0]
+        M, chosen, last, key = est.Ms_[0], est.best_iters_[0], est.last_metrics_[0], "M_0"
     else:
         return None
-    if chosen == 0:  # validation kept M = I: there is no learned metric to show
-        return None
+    if chosen > 0:
+        return key, chosen, M
+    rounds = int(est.n_iter)
+    return (f"{key}_last", rounds, last) if rounds > 0 else None
+
+
+def _eigenfilters(M: torch.Tensor, est, method: str, image_shape, out: Path, k: int) -> str:
+    """Top eigenvectors of a metric as pictures (c×q×q patches, or whole images for RFM)."""
+    from convemerge.kernels.plots import plot_eigenpatches
+
     q = int(getattr(est, "patch_size", 0))
     shape = tuple(image_shape) if method == "rfm" else (int(image_shape[0]), q, q)
     fig = plot_eigenpatches(M.detach().cpu().double(), shape, k=min(k, M.shape[0]))
@@ -87,10 +98,15 @@ def kernel_job(out: str, *, method: str, dataset: str, n_train: int, seed: int =
     image_shape = tuple(Xtr.shape[1:])
     opts = {"random_state": seed, **dict(options or {})}
     est, summary = fit_and_evaluate(method, Xtr, ytr, Xte, yte, **opts)
-    picture = _eigenfilters(est, method, image_shape, out_path, eigenfilters) if eigenfilters else None
+    pictured = _pictured_metric(est, method)
+    picture = (_eigenfilters(pictured[2], est, method, image_shape, out_path, eigenfilters)
+               if eigenfilters and pictured else None)
     record = {"kind": "kernel", "status": "completed", "method": method, "variant": variant or method,
               "dataset": dataset, "seed": seed,
-              "dataset_options": data_opts, "image_shape": list(image_shape), "eigenfilters": picture, **summary,
+              "dataset_options": data_opts, "image_shape": list(image_shape), "eigenfilters": picture,
+              "eigenfilters_metric": pictured[0] if picture else None,
+              "eigenfilters_round": pictured[1] if picture else None, **summary,
               "seconds": time.perf_counter() - start}
-    paths = save_run(out_path, record, est)  # the matrices, then the summary (the finished marker)
+    extra = {pictured[0]: pictured[2]} if picture and pictured[0].endswith("_last") else None
+    paths = save_run(out_path, record, est, extra)  # the matrices, then the summary (the finished marker)
     return {"summary": str(paths["summary"])}

@@ -114,14 +114,15 @@ def fit_and_evaluate(model: str, X_train, y_train, X_test, y_test, **options):
     return est, summary
 
 
-def save_run(out_dir: str | Path, summary: dict, estimator) -> dict[str, Path]:
-    """Write the learned metric(s) (keys ``M`` or ``M_0``…) and then the summary (the finished marker) into the
-    run directory ``out_dir``, each atomically. Returns ``{"summary": path, "metrics": path}`` (``metrics``: the
-    matrices' file, named as before)."""
+def save_run(out_dir: str | Path, summary: dict, estimator, extra: dict | None = None) -> dict[str, Path]:
+    """Write the learned metric(s) (keys ``M`` or ``M_0``…, plus any ``extra`` named matrices) and then the summary
+    (the finished marker) into the run directory ``out_dir``, each atomically. Returns ``{"summary": path,
+    "metrics": path}`` (``metrics``: the matrices' file, named as before)."""
     from convemerge.runs import RunPaths
 
     Ms = getattr(estimator, "Ms_", None)
     tensors = {f"M_{i}": M for i, M in enumerate(Ms)} if Ms is not None else {"M": estimator.M_}
+    tensors.update(extra or {})
     matrices = write_kernel_matrices(out_dir, tensors)
     write_summary(out_dir, summary)
     return {"summary": RunPaths(out_dir).summary, "metrics": matrices}
