@@ -121,7 +121,7 @@ def _verdict(res, keys) -> Text:
 
 
 def _plot(res, d, ns):
-    fig = new_figure(5.6, 3.4)
+    fig = new_figure(8.4, 3.4)  # room for the legend beside the axes: it names up to ten methods
     ax = fig.subplots()
     lows = []
     for i, m in enumerate(ORDER):
@@ -145,7 +145,7 @@ def _plot(res, d, ns):
         if lows:  # bars start near the lowest method, not at 0: the differences are the point
             ax.set_ylim(max(0.0, min(lows) - 10.0), min(100.0, max(lows) + 5.0))
     ax.set(ylabel="test accuracy %", title=label(d))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
