@@ -240,36 +240,36 @@ class KernelFeatureLearner(BaseEstimator):
     def _choose(self, X, Y, split, gen, dim):
         """Run the rounds (for every ridge of the grid) on the training part and choose on validation.
 
-        Returns ``(M, coef, record, history)``; ``coef`` was fitted on the training part only.
+        Returns ``(M, coef, record, history, last)``; ``coef`` was fitted on the training part only and ``last`` is
+        the metric of the last round at the chosen ridge (whichever round was chosen).
         """
         Xtr, Ytr, Xva, Yva = self._split_tensors(X, Y, split)
         regs = REG_GRID if isinstance(self.reg, str) else (float(self.reg),)
         history, best, best_score = [], None, None
         for reg in regs:
             trajectory = self._trajectory(Xtr, Ytr, Xva, Yva, reg, gen, dim)
+            last = trajectory[-1][0]
             for M, coef, rec in trajectory:
                 history.append(rec)
                 if split is None:
-                    best = (M, coef, rec)  # the last round (of the last reg; reg="auto" needs validation)
-                    self._last_metric = trajectory[-1][0]
+                    best = (M, coef, rec, last)  # the last round (of the last reg; reg="auto" needs validation)
                     continue
                 score = self._score(rec)
                 if best_score is None or score > best_score:
-                    best, best_score = (M, coef, rec), score
-                    self._last_metric = trajectory[-1][0]  # the last round's metric at the chosen ridge
-        return (*best, history)
+                    best, best_score = (M, coef, rec, last), score
+        M, coef, rec, last = best
+        return M, coef, rec, history, last
 
     def _fit_tensors(self, X: torch.Tensor, Y: torch.Tensor, labels, rng, gen) -> None:
         """Run the rounds, choose on validation, refit on all of X; sets the fitted attributes."""
         dim = self._metric_dim(X.shape[1])
         split = validation_split(len(X), self.validation_fraction, labels, rng)
-        M, coef, rec, history = self._choose(X, Y, split, gen, dim)
+        M, coef, rec, history, last = self._choose(X, Y, split, gen, dim)
         t0 = time.perf_counter()
         coef = self._refit(M, coef, rec, X, Y, split, gen)
         self.refit_time_ = time.perf_counter() - t0
         self.M_ = M
-        self.last_metric_ = self._last_metric
-        del self._last_metric
+        self.last_metric_ = last
         self.coef_ = coef
         self.X_fit_ = X
         self.history_ = history

@@ -261,19 +261,18 @@ class DeepConvRFMClassifier(_ImageInput, KernelClassifierMixin, ClassifierMixin,
         for level in range(int(self.depth)):
             self._level = level
             dim = self._level_shape(level)[0] * q2
-            M, coef, rec, hist = self._choose(feats, Y, split, gen, dim)
+            M, coef, rec, hist, last = self._choose(feats, Y, split, gen, dim)
             for h in hist:
                 h["level"] = level
             history += hist
             self.Ms_.append(M)
-            self.last_metrics_.append(self._last_metric)
+            self.last_metrics_.append(last)
             self.best_iters_.append(int(rec["iteration"]))
             if level + 1 < int(self.depth):
                 self.filters_.append(random_filters(M, int(self.width), gen))
                 feats = self._featurize(feats, level)
         coef = self._refit(M, coef, rec, feats, Y, split, gen)
         self.M_ = M
-        del self._last_metric
         self.coef_ = coef
         self.X_fit_ = X
         self.history_ = history
