@@ -167,6 +167,30 @@ def test_loader_standardises_in_order(device):
     assert xs[0].device.type == device
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cached_loader_cuts_the_same_bits_as_standardising_each_batch(device, dtype):
+    data = _toy(False, n=53)
+    if dtype == torch.float32:
+        data = replace(data, images=data.images.float() / 255)
+    for shard in (None, (1, 3)):
+        kw = {"shuffle": True, "device": device, "shard": shard}
+        cached = ImageLoader(data, 8, cache=True, generator=torch.Generator().manual_seed(5), **kw)
+        plain = ImageLoader(data, 8, generator=torch.Generator().manual_seed(5), **kw)
+        assert cached.cached and not plain.cached
+        for _ in range(2):  # two epochs: the cache is not consumed or changed by a caller's in-place edit
+            pairs = list(zip(cached, plain))
+            assert len(pairs) == len(plain) and pairs
+            for (xc, yc), (xp, yp) in pairs:
+                assert torch.equal(xc, xp) and torch.equal(yc, yp) and xc.dtype == torch.float32
+                xc.zero_()
+        assert torch.equal(cached.standardised_images(), plain.standardised_images())
+    # augmented batches are standardised after the crop, so an augmenting loader ignores the cache
+    aug = ImageLoader(_toy(True), 8, augment=True, cache=True, generator=torch.Generator().manual_seed(0))
+    ref = ImageLoader(_toy(True), 8, augment=True, generator=torch.Generator().manual_seed(0))
+    assert not aug.cached and all(torch.equal(a[0], b[0]) for a, b in zip(aug, ref))
+
+
 def test_loader_shuffles_and_augments_only_where_meaningful():
     plain = _toy(False)
     g = torch.Generator().manual_seed(0)

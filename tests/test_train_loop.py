@@ -106,6 +106,18 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
+def test_cached_standardised_splits_train_the_same_bits(tmp_path, monkeypatch):
+    from convemerge.train import loop
+
+    cached = train(_cfg(tmp_path / "a", epochs=1), verbose=False)
+    assert cached.history and loop._cache_fits(prepare_data(_cfg(tmp_path / "a")).train)
+    monkeypatch.setattr(loop, "CACHE_STANDARDISED_BYTES", 0)  # every batch standardised as it is cut
+    plain = train(_cfg(tmp_path / "b", epochs=1), verbose=False)
+    a, b = cached.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["val_acc"] for r in cached.history] == [r["val_acc"] for r in plain.history]
+
+
 @pytest.mark.parametrize("extra", [dict(loss="mse"), dict(optimizer="adam", lr=1e-3, weight_decay=1e-4),
                                    dict(amp="bf16"), dict(amp="fp16"), dict(val_fraction=0.0),
                                    dict(schedule="constant", warmup_epochs=1.0)])

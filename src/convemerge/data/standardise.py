@@ -24,4 +24,4 @@ def standardised_arrays(data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
     """(float32 images (N, C, H, W), int64 labels (N,)) of ``data``, standardised as every model sees them."""
     # an explicit generator: the loader would otherwise draw its seed from torch's global generator
     loader = ImageLoader(data, max(1, len(data)), generator=torch.Generator())
-    return loader.standardise(loader.images), data.labels.to(torch.int64)
+    return loader.standardised_images(), data.labels.to(torch.int64)

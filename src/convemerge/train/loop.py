@@ -43,6 +43,14 @@ from convemerge.train.setup import (
 # Test hook: seconds to sleep after every optimizer step, so a test can kill a run in the middle of an epoch.
 STEP_SLEEP_ENV = "CONVEMERGE_TEST_STEP_SLEEP"
 
+# A run's loaders hold their split standardised (float32) when it takes at most this many bytes, so an epoch cuts
+# batches instead of converting and scaling every image again (unaugmented training and every evaluation)
+CACHE_STANDARDISED_BYTES = 2 * 1024**3
+
+
+def _cache_fits(data) -> bool:
+    return data.images.numel() * 4 <= CACHE_STANDARDISED_BYTES
+
 
 @dataclass
 class RunResult:
@@ -192,10 +200,12 @@ class _Run:
         policy = load_policy(cfg.augment_policy) if cfg.augment_policy else None
         self.train_loader = ImageLoader(data.train, cfg.batch_size, shuffle=True, augment=data.augment,
                                         generator=self.generator, device=device, drop_last=drop_last, shard=shard,
-                                        policy=policy)
-        self.val_loader = (ImageLoader(data.val, cfg.eval_batch_size, device=device, shard=shard)
+                                        policy=policy, cache=_cache_fits(data.train))
+        self.val_loader = (ImageLoader(data.val, cfg.eval_batch_size, device=device, shard=shard,
+                                       cache=_cache_fits(data.val))
                            if data.val is not None else None)
-        self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device, shard=shard)
+        self.test_loader = ImageLoader(data.test, cfg.eval_batch_size, device=device, shard=shard,
+                                       cache=_cache_fits(data.test))
         self._evaluate = dist.evaluate if dist else evaluate
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
