@@ -146,3 +146,35 @@ def test_vanilla_cnn_counts(depth, width, k, pad):
     for _ in range(depth):
         out = out + 2 * p - k + 1
     assert count_weights(m) == k * k * ci * width + (depth - 1) * k * k * width * width + width * out * out * c
+
+
+# The student reproduction's own parameter formula (gojkoc54/convolutions_from_scratch, src/utils.py,
+# get_true_parameters_count) at s = 32, c = 10: every parameter of its nets, which have no biases and BatchNorm
+# without a learned scale or shift.
+REPRODUCTION_COUNT = {
+    "s-conv": lambda a, s, c: 6 * s**2 * a**2 + (243 + 24 * c) * a,
+    "s-local": lambda a, s, c: 6 * s**2 * a**2 + (243 * s**2 // 4 + 24 * c) * a,
+    "s-fc": lambda a, s, c: 6 * s**2 * a**2 + (3 * s**4 // 4 + 24 * c) * a,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPRODUCTION_COUNT))
+@pytest.mark.parametrize("alpha", [1, 2])
+def test_reproduction_nets_have_exactly_the_reproductions_parameters(name, alpha):
+    kw = dict(alpha=alpha, image_size=32, in_chans=3, num_classes=10)
+    plain = create_model(name, **kw, norm_affine=False, out_bias=False)
+    total = sum(p.numel() for p in plain.parameters())
+    assert total == REPRODUCTION_COUNT[name](alpha, 32, 10) == count_weights(plain)
+    norms = [m for m in plain.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 2 and all(m.weight is None and m.bias is None for m in norms)
+    # the default keeps BatchNorm's scale and shift and the output bias: 2 per hidden unit + c more parameters
+    default = create_model(name, **kw)
+    hidden = sum(m.num_features for m in norms)
+    assert sum(p.numel() for p in default.parameters()) == total + 2 * hidden + 10
+    x = torch.randn(4, 3, 32, 32)
+    assert plain(x).shape == (4, 10)
+
+
+def test_three_fc_takes_the_reproduction_options():
+    m = create_model("3-fc", alpha=1, image_size=32, in_chans=3, num_classes=10, norm_affine=False, out_bias=False)
+    assert sum(p.numel() for p in m.parameters()) == count_weights(m)

@@ -83,9 +83,12 @@ def test_test_set_scored_at_new_bests_last_epoch_and_every_k(tmp_path):
 def test_seed_recipe_is_the_reproductions_setting(tmp_path):
     r = get_recipe("table2", "seed")
     assert r.datasets == ("cifar10",) and r.epochs == 400 and r.seeds == (0, 1, 2)
-    assert r.base["batch_size"] == 512 and r.base["lr"] == 0.1 and r.base["schedule"] == "cosine"
+    # torch's CosineAnnealingLR(T_max = epochs) stepped once an epoch, the reproduction's nets (no biases,
+    # BatchNorm without a learned scale or shift)
+    assert r.base["batch_size"] == 512 and r.base["lr"] == 0.1 and r.base["schedule"] == "cosine-epoch"
     assert r.base["augment"] is False and r.base["input_norm"] == "half"
-    fixed = [a for a in r.arms if not a.name.startswith("tuned/")]
+    assert r.base["model_options"] == {"norm_affine": False, "out_bias": False}
+    fixed = [a for a in r.arms if not a.name.startswith(("tuned/", "constant-lr/"))]
     # every model at α = 1, both losses, S-FC with SGD and β-LASSO β ∈ {0, 1, 50}
     assert {a.alpha for a in r.arms} == {1}
     assert sorted(a.name for a in fixed if a.name.startswith("bce/")) == sorted(
@@ -94,7 +97,9 @@ def test_seed_recipe_is_the_reproductions_setting(tmp_path):
     jobs = r.jobs(tmp_path)
     for j in jobs:
         c = j.config
-        assert c["loss"] == {"bce": "bce-onehot", "ce": "ce"}[j.arm.split("/")[-3 if j.arm.startswith("tuned/") else 0]]
+        assert c["loss"] == {"bce": "bce-onehot", "ce": "ce"}[j.arm.split("/")[-3]]
+        assert c["model_options"] == {"norm_affine": False, "out_bias": False}
+        assert c["schedule"] == ("constant" if j.arm.startswith("constant-lr/") else "cosine-epoch")
         if c["optimizer"] == "sgd":
             assert c["momentum"] == 0.0 and c["weight_decay"] == 0.0
         else:
@@ -103,7 +108,11 @@ def test_seed_recipe_is_the_reproductions_setting(tmp_path):
             if not j.arm.startswith("tuned/"):
                 assert c["lam_first"] == 2e-5  # λ on every layer, the first included
         TrainConfig.from_dict({**c, "out": j.out})
-    assert len({j.run_id for j in jobs}) == 2 * (4 + 3 + 3) * 3  # per loss: 4 SGD + 3 β + 3 tuned λ_first = 1e-4
+    # per loss: 4 SGD + 3 β + 3 tuned λ_first = 1e-4; then the 4 S-FC arms with BCE at a constant lr
+    assert len({j.run_id for j in jobs}) == 2 * (4 + 3 + 3) * 3 + 4 * 3
+    assert sorted(a.name for a in r.arms if a.name.startswith("constant-lr/")) == sorted(
+        ["constant-lr/bce/s-fc/sgd", "constant-lr/bce/s-fc/beta-lasso-b0", "constant-lr/bce/s-fc/beta-lasso-b1",
+         "constant-lr/bce/s-fc/beta-lasso-b50"])
     # the tuned view's λ_first = 2e-5 grid point is the fixed arm's run
     tuned = {j.run_id for j in jobs if j.arm == "tuned/bce/s-fc/beta-lasso-b50"}
     assert {j.run_id for j in jobs if j.arm == "bce/s-fc/beta-lasso-b50"} < tuned
@@ -166,6 +175,11 @@ def test_report_shows_both_views_paired_differences_and_the_disagreement(tmp_pat
     prow = next(l for l in md.splitlines() if l.startswith("| BCE | β-LASSO β=50 |"))
     assert "+4.00 ± 0.00 (n=3: +4.00, +4.00, +4.00)" in prow and "-2.00 ± 0.00" in prow
     assert "the two views order the S-FC arms differently" in md
+    # the constant-lr view is a group of its own (same fabricated numbers), its paired differences apart
+    crow = next(l for l in md.splitlines() if l.startswith("| BCE · constant lr | S-FC | β-LASSO β=50 |"))
+    assert "50.10 ± 0.10" in crow and "48.9" in crow
+    assert sum(l.startswith("| BCE | S-FC | β-LASSO β=50 |") for l in md.splitlines()) == 1
+    assert any(l.startswith("| BCE · constant lr | β-LASSO β=50 | +4.00") for l in md.splitlines())
     # the tuned view chooses λ_first = 1e-4 (higher validation), never looking at the test set
     trow = next(l for l in md.splitlines() if l.startswith("| BCE | β-LASSO β=50 | lam_first=0.0001"))
     assert "55.10 ± 0.10" in trow

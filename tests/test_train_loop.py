@@ -68,6 +68,20 @@ def test_lr_schedule_closed_form():
     assert lr_factor(50, total, 0, "constant") == 1.0
 
 
+def test_cosine_epoch_schedule_is_torchs_cosine_annealing_stepped_once_an_epoch():
+    epochs, spe = 12, 7
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    for e in range(epochs):
+        for i in range(spe):  # the lr held through the epoch, then one scheduler step
+            ours = 0.1 * lr_factor(e * spe + i, epochs * spe, 0, "cosine-epoch", spe)
+            assert ours == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+        opt.step()
+        sched.step()
+    # per step it differs inside an epoch
+    assert lr_factor(3, epochs * spe, 0, "cosine", spe) < lr_factor(3, epochs * spe, 0, "cosine-epoch", spe) == 1.0
+
+
 def test_run_writes_consistent_records(tmp_path):
     cfg = _cfg(tmp_path / "run", epochs=3, optimizer="beta-lasso", lam=1e-3, lam_first=2e-3, beta=2.0)
     result = train(cfg, verbose=False, command="convemerge train ...")

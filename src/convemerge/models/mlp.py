@@ -38,8 +38,10 @@ def mlp_width(target_params: int, in_features: int, num_classes: int) -> int:
 
 @register_model("3-fc")
 def three_fc(*, alpha: int | None = None, image_size, in_chans, num_classes, width: int | None = None,
-             target_params: int | None = None, dropout: float = 0.0, hidden_bias: bool = False) -> LayerStack:
-    """3-FC: linear → w, linear w → w, linear w → c. Give one of α (default 150), ``width``, ``target_params``."""
+             target_params: int | None = None, dropout: float = 0.0, hidden_bias: bool = False,
+             norm_affine: bool = True, out_bias: bool = True) -> LayerStack:
+    """3-FC: linear → w, linear w → w, linear w → c. Give one of α (default 150), ``width``, ``target_params``.
+    ``norm_affine`` / ``out_bias``: BatchNorm's learned scale and shift, the output layer's bias (as in S-FC)."""
     h, w_img = image_size
     in_features = in_chans * h * w_img
     if sum(v is not None for v in (alpha, width, target_params)) > 1:
@@ -63,12 +65,12 @@ def three_fc(*, alpha: int | None = None, image_size, in_chans, num_classes, wid
     rate = check_dropout(dropout)
     b = StackBuilder((in_chans, h, w_img), "3-fc")
     b.linear(hidden, bias=hidden_bias)
-    b.norm_relu()
+    b.norm_relu(affine=norm_affine)
     b.dropout(rate)
     b.linear(hidden, bias=hidden_bias)
-    b.norm_relu()
+    b.norm_relu(affine=norm_affine)
     b.dropout(rate)
-    b.linear(num_classes, bias=True)
+    b.linear(num_classes, bias=out_bias)
     model = b.build(num_classes=num_classes, alpha=alpha, input_shape=(in_chans, h, w_img))
     model.width = hidden
     return model

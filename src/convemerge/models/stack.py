@@ -104,8 +104,10 @@ class StackBuilder:
         self.layers.append(("flatten", nn.Flatten()))
         self.shape = (math.prod(self.shape),)
 
-    def norm_relu(self) -> None:
-        norm = nn.BatchNorm2d(self.shape[0]) if len(self.shape) == 3 else nn.BatchNorm1d(self.shape[0])
+    def norm_relu(self, *, affine: bool = True) -> None:
+        """BatchNorm (with a learned scale and shift unless ``affine=False``), then ReLU."""
+        bn = nn.BatchNorm2d if len(self.shape) == 3 else nn.BatchNorm1d
+        norm = bn(self.shape[0], affine=affine)
         self.layers += [(f"norm{self.n}", norm), (f"relu{self.n}", nn.ReLU())]
 
     def relu(self) -> None:

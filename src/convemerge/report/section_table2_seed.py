@@ -81,16 +81,23 @@ def _order(rows: list[tuple[str, float | None]]) -> list[str]:
     return [name for name, v in sorted((r for r in rows if r[1] is not None), key=lambda r: -r[1])]
 
 
+def _group(arm: dict) -> str:
+    """An arm's row group: its loss, and its schedule view where it has one."""
+    tags = arm.get("tags", {})
+    return tags.get("loss", "") + (f" · {tags['view']}" if tags.get("view") else "")
+
+
 def table2_seed_section(rec: ExperimentRecords) -> Section:
     s = Section("table2", "Table 2 in the student reproduction's setting — does β-LASSO beat SGD on S-FC?")
     s.add(provenance(rec))
     fixed = {n: a for n, a in rec.arms.items() if a.get("tags", {}).get("view") != "tuned"}
     tuned = {n: a for n, a in rec.arms.items() if a.get("tags", {}).get("view") == "tuned"}
-    losses = list(dict.fromkeys(a["tags"]["loss"] for a in fixed.values() if "loss" in a.get("tags", {})))
+    # rows are grouped by loss, then by schedule view ("BCE", "CE", "BCE · constant lr")
+    groups = list(dict.fromkeys(_group(a) for a in fixed.values() if "loss" in a.get("tags", {})))
     for d in rec.datasets:
         rows, orderings = [], {}
-        for loss in losses:
-            arms = {n: a for n, a in fixed.items() if a["tags"].get("loss") == loss}
+        for loss in groups:
+            arms = {n: a for n, a in fixed.items() if _group(a) == loss}
             per_view: dict[str, list[tuple[str, float | None]]] = {k: [] for _, k in VIEWS}
             for name, arm in arms.items():
                 tags = arm["tags"]
@@ -102,7 +109,7 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
                     if tags["row"] == "S-FC":
                         per_view[key].append((tags["method"], mean_std(vals)[0]))
                 # the reproduction trained with one-hot BCE only: its numbers stand beside our BCE rows
-                student = STUDENT_CIFAR10.get((tags["row"], tags["method"])) if loss == "BCE" else None
+                student = STUDENT_CIFAR10.get((tags["row"], tags["method"])) if tags["loss"] == "BCE" else None
                 train_acc = [(r.get("final") or {}).get("train_acc") for r in runs.values()]
                 rows.append([loss, tags["row"], tags["method"], *cells,
                              "—" if student is None else f"{student:.1f}", fmt_ms(train_acc),
@@ -114,13 +121,14 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
                      "student repro (last epoch)", "train % (last epoch)", "layer-1 non-zero %", "layer-1 PR (median)",
                      "layer-1 mass in 9×9 at peak %", "seeds"], rows,
                     "Mean ± std over seeds. The student reproduction trained on all 50,000 images with one-hot BCE "
-                    "and reported the last epoch; we hold out 5,000 for validation. Non-zeros and locality are those of "
+                    "and reported the last epoch; we hold out 5,000 for validation. Rows marked 'constant lr' train "
+                    "at lr 0.1 throughout (the others anneal it once an epoch). Non-zeros and locality are those of "
                     "the analysed checkpoint (the best-validation epoch). PR: participation ratio (Σw²)²/Σw⁴ of each "
                     "first-layer unit (a 9×9 local filter has at most 81)."))
         # paired differences β-LASSO − SGD, per loss, per view
         prow = []
-        for loss in losses:
-            arms = {n: a for n, a in fixed.items() if a["tags"].get("loss") == loss and a["tags"]["row"] == "S-FC"}
+        for loss in groups:
+            arms = {n: a for n, a in fixed.items() if _group(a) == loss and a["tags"]["row"] == "S-FC"}
             sgd = next((n for n, a in arms.items() if a["tags"]["method"] == "SGD"), None)
             if sgd is None:
                 continue

@@ -18,7 +18,7 @@ import yaml
 from convemerge.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "beta-lasso")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "cosine-epoch", "constant")
 LOSSES = ("ce", "mse", "bce-onehot")
 # Other spellings accepted on input; the canonical name is what config.yaml records (and what run ids hash).
 LOSS_ALIASES = {"cross-entropy": "ce"}
@@ -120,7 +120,8 @@ class TrainConfig:
     regularize_bias_and_norm: bool = setting(
         False, help="Also apply weight decay / L1 to biases and norm parameters.", panel=OPTIMISATION, cli=False)
     # cosine: annealed per step to 0 over all steps
-    schedule: str = setting("cosine", help="cosine | constant.", panel=OPTIMISATION, choices=SCHEDULES)
+    schedule: str = setting("cosine", help="cosine (annealed every step) | cosine-epoch (every epoch, as "
+                            "torch's CosineAnnealingLR stepped once an epoch) | constant.", panel=OPTIMISATION, choices=SCHEDULES)
     # linear warm-up from 0 to lr over this many epochs (then the schedule)
     warmup_epochs: float = setting(0.0, help="Linear warm-up length in epochs.", panel=OPTIMISATION)
     # passes over the training set (the paper: 400, Table 2: 4000)

@@ -223,7 +223,7 @@ class _Run:
         return self.prior_wall + (time.perf_counter() - self.session_start)
 
     def _set_lr(self) -> float:
-        factor = lr_factor(self.step, self.total_steps, self.warmup_steps, self.cfg.schedule)
+        factor = lr_factor(self.step, self.total_steps, self.warmup_steps, self.cfg.schedule, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         return self.optimizer.param_groups[0]["lr"]

@@ -158,14 +158,17 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
                             regularize_bias_and_norm=cfg.regularize_bias_and_norm)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, steps_per_epoch: int = 1) -> float:
     """Multiplier of the peak lr for optimizer step ``step`` (0-based): linear warm-up, then cosine to 0
-    at ``total_steps`` (per step, T = total steps) or constant."""
+    at ``total_steps`` (``cosine``: per step, T = total steps; ``cosine-epoch``: the value at the step that starts
+    the epoch, held through it — lr_e = ½(1 + cos(π e/E)) for epoch e of E without warm-up) or constant."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
     import math
 
+    if schedule == "cosine-epoch":
+        step = max(warmup_steps, step - step % max(1, steps_per_epoch))
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))

@@ -37,13 +37,26 @@ def table2(scale: str) -> Recipe:
                      grid=sc.lasso_tuned_grid,
                      tags={"row": "S-FC", "method": f"β-LASSO β={b:g}", "beta": b, "view": "tuned", **tags})
                  for b in BETAS]
+    # the schedule views (seed scale): the S-FC arms with the first loss under another lr schedule
+    for sched in sc.schedule_variants:
+        prefix, fixed, tags = loss_arms(sc)[0]
+        fixed = {**fixed, "schedule": sched}
+        tags = {**tags, "view": f"{sched} lr"}
+        arms += [Arm(f"{sched}-lr/{prefix}s-fc/sgd", model="s-fc", optimizer="sgd", alpha=a,
+                     fixed={**sc.sgd_fixed, **fixed}, tags={"row": "S-FC", "method": "SGD", **tags})]
+        arms += [Arm(f"{sched}-lr/{prefix}s-fc/beta-lasso-b{b:g}", model="s-fc", optimizer="beta-lasso", alpha=a,
+                     fixed={"beta": b, **sc.lasso_fixed, **fixed},
+                     tags={"row": "S-FC", "method": f"β-LASSO β={b:g}", "beta": b, **tags})
+                 for b in BETAS]
     if sc.lasso_grid:
         how = (f"SGD arms tune {fmt_settings(sc.sgd_grid)}; β-LASSO arms (no momentum) tune λ_first × λ over "
                f"{fmt_settings(sc.lasso_grid)}.")
     else:
         how = (f"SGD {fmt_settings(sc.sgd_fixed)}; β-LASSO {fmt_settings(sc.lasso_fixed)} (every layer); each arm "
                f"with the losses {', '.join(sc.losses)}; a second view tunes {fmt_settings(sc.lasso_tuned_grid)} on "
-               f"validation. Test accuracy is reported at the last epoch and at the best-validation epoch.")
+               f"validation. Test accuracy is reported at the last epoch and at the best-validation epoch."
+               + (f" The S-FC arms run again with the {sc.losses[0]} loss under a "
+                  f"{' / '.join(sc.schedule_variants)} lr schedule." if sc.schedule_variants else ""))
     return Recipe(
         name="table2", scale=scale, datasets=sc.datasets, arms=tuple(arms), seeds=sc.seeds,
         epochs=sc.long_epochs, base=sc.base, dataset_base=sc.dataset_base,
