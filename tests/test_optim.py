@@ -47,13 +47,14 @@ def _random_params(gen: torch.Generator, dtypes: tuple[torch.dtype, torch.dtype]
     [(torch.float32, torch.float32), (torch.float32, torch.float64), (torch.float16, torch.bfloat16)],
     ids=["f32", "f32+f64", "f16+bf16"],
 )
-def test_fast_paths_equal_reference_over_many_steps(dtypes):
+@pytest.mark.parametrize("l1_sign", ["pre", "post"])
+def test_fast_paths_equal_reference_over_many_steps(dtypes, l1_sign):
     gen = torch.Generator().manual_seed(1)
     init = _random_params(gen, dtypes)
     sets = {name: _clone_params(init) for name, _ in FAST}
     ref_params = _clone_params(init)
-    opts = {name: BetaLasso(_make_groups(sets[name]), lr=0.1, **kw) for name, kw in FAST}
-    ref = BetaLassoReference(_make_groups(ref_params), lr=0.1)
+    opts = {name: BetaLasso(_make_groups(sets[name]), lr=0.1, l1_sign=l1_sign, **kw) for name, kw in FAST}
+    ref = BetaLassoReference(_make_groups(ref_params), lr=0.1, l1_sign=l1_sign)
     for step in range(40):
         grads = [(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.05).to(p.dtype) for p in init]
         for params in [ref_params, *sets.values()]:
@@ -87,6 +88,26 @@ def test_hand_computed_step():
             cls([p], lr=0.5, lam=0.25, beta=0.5, **kw).step()
             assert torch.equal(p.detach(), expected.to(dtype)), (cls.__name__, kw, dtype)
             assert p.count_nonzero() == 5
+
+
+@pytest.mark.parametrize("cls,kw", [(BetaLassoReference, {})] + [(BetaLasso, kw) for _, kw in FAST])
+def test_l1_sign_post_takes_the_sign_after_the_gradient_step(cls, kw):
+    # by hand, lr = 0.1, λ = 0.01, β = 0 (no threshold): θ' = θ − lr·g, then θ' − lr·λ·sign θ' (post) against
+    # θ − lr·(g + λ·sign θ) (pre, Algorithm 1); the two differ where the gradient step crosses or leaves zero
+    theta, g = [0.5, 0.0, 0.001, -0.004], [1.0, 0.3, 0.02, -0.05]
+    expected = {"post": [0.399, -0.029, 0.0, 0.0], "pre": [0.399, -0.03, -0.002, 0.002]}
+    for sign, want in expected.items():
+        w = nn.Parameter(torch.tensor(theta, dtype=torch.float64))
+        w.grad = torch.tensor(g, dtype=torch.float64)
+        cls([w], lr=0.1, lam=0.01, beta=0.0, l1_sign=sign, **kw).step()
+        assert w.detach().tolist() == pytest.approx(want, abs=1e-12)
+    # a zeroed weight regrows by lr·(|g| − λ) under post and survives the threshold βλ only beyond it
+    w = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    w.grad = torch.tensor([-0.0205, -0.0195], dtype=torch.float64)  # lr·|g| − lr·λ = 0.00105 / 0.00095
+    cls([w], lr=0.1, lam=0.01, beta=0.1, l1_sign="post", **kw).step()  # threshold 0.001
+    assert w.detach().tolist() == pytest.approx([0.00105, 0.0], abs=1e-12)
+    with pytest.raises(ConfigError, match="l1_sign"):
+        cls([nn.Parameter(torch.zeros(1))], lr=0.1, lam=0.01, l1_sign="after")
 
 
 @pytest.mark.parametrize("cls,kw", [(BetaLassoReference, {})] + [(BetaLasso, kw) for _, kw in FAST])
@@ -214,7 +235,10 @@ def test_other_bad_inputs():
         "lam": 0.0,
         "beta": 0.0,
         "foreach": None,
+        "l1_sign": "pre",
     }
+    with pytest.raises(ConfigError, match="l1_sign"):
+        BetaLasso([{"params": [nn.Parameter(torch.zeros(2))], "l1_sign": "before"}], lr=0.1)
 
 
 def test_named_parameters_are_accepted():

@@ -105,6 +105,7 @@ def test_seed_recipe_is_the_reproductions_setting(tmp_path):
         else:
             assert c["lam"] == 2e-5 and c["lam_first"] in (2e-5, 1e-4) and c["beta"] in (0.0, 1.0, 50.0)
             assert c["regularize_bias_and_norm"] is True  # the reproduction's optimizer steps every parameter
+            assert c["l1_sign"] == "post"  # and takes the L1 sign after the gradient step
             if not j.arm.startswith("tuned/"):
                 assert c["lam_first"] == 2e-5  # λ on every layer, the first included
         TrainConfig.from_dict({**c, "out": j.out})

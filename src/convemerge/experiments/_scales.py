@@ -166,8 +166,9 @@ SEED = Scale(
     lasso_grid={},
     sgd_fixed={"momentum": 0.0, "weight_decay": 0.0},
     # the reproduction's β-LASSO steps every parameter (its optimizer gets model.parameters()): biases and
-    # BatchNorm parameters get the L1 step and the threshold too
-    lasso_fixed={"lam_first": 2e-5, "lam": 2e-5, "regularize_bias_and_norm": True},
+    # BatchNorm parameters would get the L1 step and the threshold too (its nets have none); it takes the L1
+    # step's sign after the gradient step (src/optim.py)
+    lasso_fixed={"lam_first": 2e-5, "lam": 2e-5, "regularize_bias_and_norm": True, "l1_sign": "post"},
     fit_target=0.99,
     losses=("bce-onehot", "ce"),
     lasso_tuned_grid={"lam_first": (2e-5, 1e-4)},

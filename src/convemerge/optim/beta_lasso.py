@@ -5,6 +5,11 @@ Every step, for each parameter θ that has a gradient g::
     θ ← θ − lr · (g + λ · sign θ)        # sign(0) = 0
     θ ← θ ⊙ 1[|θ| ≥ β · λ]               # NOT scaled by lr
 
+``l1_sign="post"`` takes the L1 step's sign from the weight *after* the gradient step instead,
+``θ ← θ − lr·g; θ ← θ − lr·λ·sign θ`` — the student reproduction's optimizer (gojkoc54/convolutions_from_scratch,
+``src/optim.py``). The two differ only for a weight the gradient step moves across or away from zero: there the
+"post" form pulls it back toward zero, and a zeroed weight regrows by lr·(|g| − λ) instead of lr·|g|.
+
 After a step the thresholded entries are exact zeros, so ``(p == 0)`` counts them. No momentum (the paper uses
 none). ``lr``, ``lam`` and ``beta`` are per parameter group, so LR schedulers and the first-layer-λ groups of
 :func:`convemerge.optim.beta_lasso_param_groups` work unchanged.
@@ -90,12 +95,14 @@ class _BetaLassoBase(Optimizer):
         beta: float = 0.0,
         *,
         foreach: bool | None = None,
+        l1_sign: str = "pre",
     ) -> None:
         for name, value in (("lr", lr), ("lam", lam), ("beta", beta)):
             _check_hyperparameter(name, value, "")
         if foreach is not None and not isinstance(foreach, bool):
             raise ConfigError(f"BetaLasso foreach must be True, False or None, got {foreach!r}")
-        super().__init__(params, dict(lr=lr, lam=lam, beta=beta, foreach=foreach))
+        _check_l1_sign(l1_sign, "")
+        super().__init__(params, dict(lr=lr, lam=lam, beta=beta, foreach=foreach, l1_sign=l1_sign))
         if self.param_groups and all(_scalar(g["lam"]) == 0 for g in self.param_groups):
             # the defaults (λ = 0) silently made this plain SGD: say so, once, where it was built
             warnings.warn(f"{type(self).__name__} with lam=0 in every parameter group is plain SGD (no L1 step, no "
@@ -109,6 +116,8 @@ class _BetaLassoBase(Optimizer):
                 _check_hyperparameter(name, param_group[name], label)
         if param_group.get("foreach") is not None and not isinstance(param_group["foreach"], bool):
             raise ConfigError(f"BetaLasso foreach{label} must be True, False or None, got {param_group['foreach']!r}")
+        if "l1_sign" in param_group:
+            _check_l1_sign(param_group["l1_sign"], label)
         super().add_param_group(param_group)
         for p in self.param_groups[-1]["params"]:
             if not p.is_floating_point():  # also rejects complex: sign() and the threshold assume real values
@@ -119,6 +128,7 @@ class _BetaLassoBase(Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
+            group.setdefault("l1_sign", "pre")  # states saved before the option existed
 
     @staticmethod
     def _params_with_grad(group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -133,6 +143,15 @@ class _BetaLassoBase(Optimizer):
         return params, grads
 
 
+L1_SIGNS = ("pre", "post")
+
+
+def _check_l1_sign(value: Any, label: str) -> None:
+    if value not in L1_SIGNS:
+        raise ConfigError(f"BetaLasso l1_sign{label} must be 'pre' (Algorithm 1: the sign before the step) or "
+                          f"'post' (the sign after the gradient step), got {value!r}")
+
+
 class BetaLasso(_BetaLassoBase):
     """β-LASSO: ``θ ← θ − lr·(g + λ·sign θ)`` then ``θ ← θ·1[|θ| ≥ β·λ]`` (threshold not scaled by lr).
 
@@ -144,6 +163,8 @@ class BetaLasso(_BetaLassoBase):
         beta: threshold multiplier β (≥ 0); β = 0 is SGD plus the L1 subgradient.
         foreach: use the ``torch._foreach_*`` path; None picks it when every parameter is on a foreach-capable
             accelerator (as ``torch.optim`` does) and the per-tensor loop otherwise (CPU).
+        l1_sign: ``"pre"`` (Algorithm 1: ``sign θ`` before the step) or ``"post"`` (the sign after the
+            gradient step, as the student reproduction's optimizer; see the module docstring).
 
     Example:
         >>> import torch
@@ -170,19 +191,26 @@ class BetaLasso(_BetaLassoBase):
             foreach = group["foreach"]
             if foreach is None:
                 _, foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
+            post = group.get("l1_sign", "pre") == "post"
             if foreach:
-                _multi_tensor_step(params, grads, lr=lr, lam=lam, beta=beta)
+                _multi_tensor_step(params, grads, lr=lr, lam=lam, beta=beta, post=post)
             else:
-                _single_tensor_step(params, grads, lr=lr, lam=lam, beta=beta)
+                _single_tensor_step(params, grads, lr=lr, lam=lam, beta=beta, post=post)
         return loss
 
 
 def _single_tensor_step(
-    params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float
+    params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float, post: bool = False
 ) -> None:
     # One scratch tensor alive at a time: on CPU a second large temporary costs page faults on every step.
     for p, g in zip(params, grads):
-        if lam != 0.0:
+        if post:
+            p.add_(g, alpha=-lr)
+            if lam != 0.0:
+                d = torch.sign(p).mul_(lam)  # λ·sign θ' of the stepped weight, exact
+                p.add_(d, alpha=-lr)
+                del d
+        elif lam != 0.0:
             d = torch.sign(p)
             torch.add(g, d, alpha=lam, out=d)  # d = g + λ·sign θ, the reference's exact expression
             p.add_(d, alpha=-lr)
@@ -195,12 +223,19 @@ def _single_tensor_step(
 
 
 def _multi_tensor_step(
-    params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float
+    params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, lam: float, beta: float, post: bool = False
 ) -> None:
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])  # type: ignore[list-item]
     for (device_params, device_grads), _ in grouped.values():
         dtype = device_params[0].dtype
-        if lam != 0.0:
+        if post:
+            torch._foreach_add_(device_params, device_grads, alpha=-lr)
+            if lam != 0.0:
+                d = torch._foreach_sign(device_params)
+                torch._foreach_mul_(d, lam)
+                torch._foreach_add_(device_params, d, alpha=-lr)
+                del d
+        elif lam != 0.0:
             d = torch._foreach_sign(device_params)
             if dtype in (torch.float32, torch.float64):
                 # λ·sign θ is exact and addition commutes, so this equals g + λ·sign θ without a 2nd buffer.

@@ -26,12 +26,13 @@ OPTIMIZERS = ("sgd", "adam", "beta-lasso")
 def create_optimizer(name: str, model: nn.Module, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
                      weight_decay: float = 0.0, adam_betas: Sequence[float] = (0.9, 0.999), lam: float = 0.0,
                      lam_first: float | None = None, beta: float = 0.0,
-                     regularize_bias_and_norm: bool = False) -> torch.optim.Optimizer:
+                     regularize_bias_and_norm: bool = False, l1_sign: str = "pre") -> torch.optim.Optimizer:
     """SGD / Adam over :func:`sgd_param_groups` (weight decay on weights only), or β-LASSO over
-    :func:`beta_lasso_param_groups` (λ on weights, ``lam_first`` on the first layer)."""
+    :func:`beta_lasso_param_groups` (λ on weights, ``lam_first`` on the first layer; ``l1_sign`` as
+    :class:`BetaLasso`'s)."""
     if name == "beta-lasso":
         groups = beta_lasso_param_groups(model, lam, lam_first, include_bias_and_norm=regularize_bias_and_norm)
-        return BetaLasso(groups, lr=lr, lam=lam, beta=beta)
+        return BetaLasso(groups, lr=lr, lam=lam, beta=beta, l1_sign=l1_sign)
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     groups = sgd_param_groups(model, weight_decay, include_bias_and_norm=regularize_bias_and_norm)

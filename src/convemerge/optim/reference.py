@@ -17,7 +17,8 @@ __all__ = ["BetaLassoReference"]
 
 
 class BetaLassoReference(_BetaLassoBase):
-    """Reference β-LASSO: per tensor, ``d = g + λ·sign θ``; ``θ ← θ − lr·d``; ``θ ← θ·1[|θ| ≥ β·λ]``."""
+    """Reference β-LASSO: per tensor, ``d = g + λ·sign θ``; ``θ ← θ − lr·d``; ``θ ← θ·1[|θ| ≥ β·λ]``
+    (``l1_sign="post"``: ``θ ← θ − lr·g``; ``θ ← θ − lr·λ·sign θ``; the same threshold)."""
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -32,7 +33,11 @@ class BetaLassoReference(_BetaLassoBase):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("BetaLassoReference does not support sparse gradients")
-                d = torch.add(p.grad, torch.sign(p), alpha=lam)  # g + λ·sign θ, sign(0) = 0
-                p.add_(d, alpha=-lr)  # θ − lr·d
+                if group.get("l1_sign", "pre") == "post":  # the sign of the stepped weight
+                    p.add_(p.grad, alpha=-lr)  # θ' = θ − lr·g
+                    p.add_(lam * torch.sign(p), alpha=-lr)  # θ' − lr·λ·sign θ'
+                else:
+                    d = torch.add(p.grad, torch.sign(p), alpha=lam)  # g + λ·sign θ, sign(0) = 0
+                    p.add_(d, alpha=-lr)  # θ − lr·d
                 p.mul_(p.abs() >= beta * lam)  # keep |θ| ≥ βλ; the threshold is not multiplied by lr
         return loss

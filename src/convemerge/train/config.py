@@ -119,6 +119,10 @@ class TrainConfig:
     lam_first: float | None = setting(None, help="β-LASSO λ for the first layer.", panel=OPTIMISATION)
     regularize_bias_and_norm: bool = setting(
         False, help="Also apply weight decay / L1 to biases and norm parameters.", panel=OPTIMISATION, cli=False)
+    # pre: Algorithm 1's sign(θ) before the step; post: the sign after the gradient step (the student reproduction)
+    l1_sign: str = setting("pre", help="β-LASSO L1 step: sign of the weight before the step (pre, Algorithm 1) or "
+                           "after the gradient step (post, the student reproduction's optimizer).",
+                           panel=OPTIMISATION, choices=("pre", "post"))
     # cosine: annealed per step to 0 over all steps
     schedule: str = setting("cosine", help="cosine (annealed every step) | cosine-epoch (every epoch, as "
                             "torch's CosineAnnealingLR stepped once an epoch) | constant.", panel=OPTIMISATION, choices=SCHEDULES)

@@ -155,7 +155,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     return create_optimizer(cfg.optimizer, model, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                             weight_decay=cfg.weight_decay, adam_betas=cfg.adam_betas, lam=cfg.lam,
                             lam_first=cfg.lam_first, beta=cfg.beta,
-                            regularize_bias_and_norm=cfg.regularize_bias_and_norm)
+                            regularize_bias_and_norm=cfg.regularize_bias_and_norm, l1_sign=cfg.l1_sign)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, steps_per_epoch: int = 1) -> float:
