@@ -96,8 +96,8 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
     groups = list(dict.fromkeys(_group(a) for a in fixed.values() if "loss" in a.get("tags", {})))
     for d in rec.datasets:
         rows, orderings = [], {}
-        for loss in groups:
-            arms = {n: a for n, a in fixed.items() if _group(a) == loss}
+        for group in groups:
+            arms = {n: a for n, a in fixed.items() if _group(a) == group}
             per_view: dict[str, list[tuple[str, float | None]]] = {k: [] for _, k in VIEWS}
             for name, arm in arms.items():
                 tags = arm["tags"]
@@ -111,12 +111,12 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
                 # the reproduction trained with one-hot BCE only: its numbers stand beside our BCE rows
                 student = STUDENT_CIFAR10.get((tags["row"], tags["method"])) if tags["loss"] == "BCE" else None
                 train_acc = [(r.get("final") or {}).get("train_acc") for r in runs.values()]
-                rows.append([loss, tags["row"], tags["method"], *cells,
+                rows.append([group, tags["row"], tags["method"], *cells,
                              "—" if student is None else f"{student:.1f}", fmt_ms(train_acc),
                              fmt_ms(_nonzero_share(rec, runs, True), digits=1),
                              fmt_ms(_locality(rec, runs, "pr_median"), 1.0, 1),
                              fmt_ms(_locality(rec, runs, "concentration_mean"), digits=1), str(len(runs))])
-            orderings[loss] = {k: _order(v) for k, v in per_view.items()}
+            orderings[group] = {k: _order(v) for k, v in per_view.items()}
         s.add(Table(["loss", "model", "method", "test % at the last epoch", "test % at the best-val epoch",
                      "student repro (last epoch)", "train % (last epoch)", "layer-1 non-zero %", "layer-1 PR (median)",
                      "layer-1 mass in 9×9 at peak %", "seeds"], rows,
@@ -127,8 +127,8 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
                     "first-layer unit (a 9×9 local filter has at most 81)."))
         # paired differences β-LASSO − SGD, per loss, per view
         prow = []
-        for loss in groups:
-            arms = {n: a for n, a in fixed.items() if _group(a) == loss and a["tags"]["row"] == "S-FC"}
+        for group in groups:
+            arms = {n: a for n, a in fixed.items() if _group(a) == group and a["tags"]["row"] == "S-FC"}
             sgd = next((n for n, a in arms.items() if a["tags"]["method"] == "SGD"), None)
             if sgd is None:
                 continue
@@ -137,7 +137,7 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
                 if name == sgd:
                     continue
                 runs = _finished_runs(rec, name, d)
-                prow.append([loss, arm["tags"]["method"], *(_signed(_paired(runs, base, key)) for _, key in VIEWS)])
+                prow.append([group, arm["tags"]["method"], *(_signed(_paired(runs, base, key)) for _, key in VIEWS)])
         if prow:
             s.add(Table(["loss", "S-FC method − S-FC SGD", "last epoch (points)", "best-val epoch (points)"], prow,
                         "Paired differences in test accuracy per seed (same seed = same split, init and data "

@@ -19,6 +19,7 @@ from convemerge.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "beta-lasso")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
+L1_SIGNS = ("pre", "post")  # BetaLasso's l1_sign
 LOSSES = ("ce", "mse", "bce-onehot")
 # Other spellings accepted on input; the canonical name is what config.yaml records (and what run ids hash).
 LOSS_ALIASES = {"cross-entropy": "ce"}
@@ -122,10 +123,11 @@ class TrainConfig:
     # pre: Algorithm 1's sign(θ) before the step; post: the sign after the gradient step (the student reproduction)
     l1_sign: str = setting("pre", help="β-LASSO L1 step: sign of the weight before the step (pre, Algorithm 1) or "
                            "after the gradient step (post, the student reproduction's optimizer).",
-                           panel=OPTIMISATION, choices=("pre", "post"))
+                           panel=OPTIMISATION, choices=L1_SIGNS)
     # cosine: annealed per step to 0 over all steps
     schedule: str = setting("cosine", help="cosine (annealed every step) | cosine-epoch (every epoch, as "
-                            "torch's CosineAnnealingLR stepped once an epoch) | constant.", panel=OPTIMISATION, choices=SCHEDULES)
+                            "torch's CosineAnnealingLR stepped once an epoch) | constant.", panel=OPTIMISATION,
+                            choices=SCHEDULES)
     # linear warm-up from 0 to lr over this many epochs (then the schedule)
     warmup_epochs: float = setting(0.0, help="Linear warm-up length in epochs.", panel=OPTIMISATION)
     # passes over the training set (the paper: 400, Table 2: 4000)

@@ -14,15 +14,21 @@ BETAS = (0.0, 1.0, 50.0)
 def table2(scale: str) -> Recipe:
     sc = settings(scale)
     a = sc.shallow_alpha
-    arms = []
-    for prefix, fixed, tags in loss_arms(sc):
-        # S-FC first: at the seed scale the runner goes arm by arm, and the S-FC comparison is the point
-        sfc = [Arm(f"{prefix}s-fc/sgd", model="s-fc", optimizer="sgd", alpha=a, fixed={**sc.sgd_fixed, **fixed}
+
+    def sfc_arms(prefix: str, fixed: dict, tags: dict) -> list[Arm]:
+        """S-FC with SGD and with β-LASSO at each β (the scale's grids, or its fixed settings)."""
+        out = [Arm(f"{prefix}s-fc/sgd", model="s-fc", optimizer="sgd", alpha=a, fixed={**sc.sgd_fixed, **fixed}
                    if not sc.sgd_grid else fixed, grid=sc.sgd_grid, tags={"row": "S-FC", "method": "SGD", **tags})]
-        sfc += [Arm(f"{prefix}s-fc/beta-lasso-b{b:g}", model="s-fc", optimizer="beta-lasso", alpha=a,
+        out += [Arm(f"{prefix}s-fc/beta-lasso-b{b:g}", model="s-fc", optimizer="beta-lasso", alpha=a,
                     fixed={"beta": b, **(sc.lasso_fixed if not sc.lasso_grid else {}), **fixed}, grid=sc.lasso_grid,
                     tags={"row": "S-FC", "method": f"β-LASSO β={b:g}", "beta": b, **tags})
                 for b in BETAS]
+        return out
+
+    arms = []
+    for prefix, fixed, tags in loss_arms(sc):
+        # S-FC first: at the seed scale the runner goes arm by arm, and the S-FC comparison is the point
+        sfc = sfc_arms(prefix, fixed, tags)
         context = [Arm(f"{prefix}{m}/sgd", model=m, optimizer="sgd", alpha=a,
                        fixed={**sc.sgd_fixed, **fixed} if not sc.sgd_grid else fixed, grid=sc.sgd_grid,
                        tags={"row": LABELS[m], "method": "SGD", **tags})
@@ -40,14 +46,7 @@ def table2(scale: str) -> Recipe:
     # the schedule views (seed scale): the S-FC arms with the first loss under another lr schedule
     for sched in sc.schedule_variants:
         prefix, fixed, tags = loss_arms(sc)[0]
-        fixed = {**fixed, "schedule": sched}
-        tags = {**tags, "view": f"{sched} lr"}
-        arms += [Arm(f"{sched}-lr/{prefix}s-fc/sgd", model="s-fc", optimizer="sgd", alpha=a,
-                     fixed={**sc.sgd_fixed, **fixed}, tags={"row": "S-FC", "method": "SGD", **tags})]
-        arms += [Arm(f"{sched}-lr/{prefix}s-fc/beta-lasso-b{b:g}", model="s-fc", optimizer="beta-lasso", alpha=a,
-                     fixed={"beta": b, **sc.lasso_fixed, **fixed},
-                     tags={"row": "S-FC", "method": f"β-LASSO β={b:g}", "beta": b, **tags})
-                 for b in BETAS]
+        arms += sfc_arms(f"{sched}-lr/{prefix}", {**fixed, "schedule": sched}, {**tags, "view": f"{sched} lr"})
     if sc.lasso_grid:
         how = (f"SGD arms tune {fmt_settings(sc.sgd_grid)}; β-LASSO arms (no momentum) tune λ_first × λ over "
                f"{fmt_settings(sc.lasso_grid)}.")
