@@ -157,14 +157,20 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
             for name, arm in tuned.items():
                 chosen = sel.get((name, d))
                 if chosen is None or chosen.chosen is None:
-                    trows.append([arm["tags"].get("loss", ""), arm["tags"]["method"], "—", "—", "—", "—"])
+                    trows.append([arm["tags"].get("loss", ""), arm["tags"]["method"], "—", "—", "—", "—", "—"])
                     continue
                 c = chosen.chosen
                 last_c = last_sel[(name, d)].chosen
-                trows.append([arm["tags"].get("loss", ""), arm["tags"]["method"], c.to_dict()["key"],
+                # a choice made while a grid point still lacks seeds may change when they finish: say so
+                grid = ", ".join(f"{g.to_dict()['key']}: {g.finished}/{g.expected}" for g in chosen.candidates)
+                key = c.to_dict()["key"]
+                if not all(g.complete for g in chosen.candidates):
+                    key += " (provisional)"
+                trows.append([arm["tags"].get("loss", ""), arm["tags"]["method"], key, grid,
                               fmt_ms(c.val), fmt_ms(last_c.test if last_c else []), fmt_ms(c.test)])
-            s.add(Table(["loss", "method", "chosen on validation", "val %", "test % (last epoch)",
-                         "test % (best-val epoch)"], trows,
+            s.add(Table(["loss", "method", "chosen on validation", "seeds finished per grid point", "val %",
+                         "test % (last epoch)", "test % (best-val epoch)"], trows,
                         "Validation-tuned view: λ_first chosen per arm on the mean validation accuracy over seeds "
-                        "(λ = 2·10⁻⁵ on the other layers); the test set chooses nothing."))
+                        "(λ = 2·10⁻⁵ on the other layers); the test set chooses nothing. A choice is provisional "
+                        "while a grid point still lacks seeds."))
     return s
