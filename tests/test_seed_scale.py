@@ -48,6 +48,15 @@ def test_loss_alias_and_choices():
         TrainConfig(test_every=0).validate()
 
 
+def test_config_choice_lists_match_their_owners():
+    # the config keeps copies so that it imports no torch; they must not drift from the optimizers'
+    from convemerge.optim import beta_lasso, factory
+    from convemerge.train import config
+
+    assert config.L1_SIGNS == beta_lasso.L1_SIGNS
+    assert set(config.OPTIMIZERS) == set(factory.OPTIMIZERS)
+
+
 def test_input_norm_half_maps_pixels_to_minus_one_one(tmp_path):
     from convemerge.data import ImageLoader
 

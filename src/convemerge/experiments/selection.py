@@ -89,6 +89,11 @@ class Selection:
     candidates: list[Candidate]
 
     @property
+    def complete(self) -> bool:
+        """Every grid point has all its seeds: until then the choice may change as runs finish."""
+        return all(c.complete for c in self.candidates)
+
+    @property
     def test(self) -> tuple[float | None, float | None, int]:
         return mean_std(self.chosen.test) if self.chosen else (None, None, 0)
 

@@ -5,7 +5,7 @@ numbers beside them, paired differences β-LASSO − SGD per seed, sparsity and 
 
 from __future__ import annotations
 
-from convemerge.experiments.selection import mean_std, select_all
+from convemerge.experiments.selection import hparams_key, mean_std, select_all
 from convemerge.report.document import Section, Table, Text
 from convemerge.report.paper import STUDENT_CIFAR10
 from convemerge.report.records import ExperimentRecords, fmt_ms
@@ -161,11 +161,8 @@ def table2_seed_section(rec: ExperimentRecords) -> Section:
                     continue
                 c = chosen.chosen
                 last_c = last_sel[(name, d)].chosen
-                # a choice made while a grid point still lacks seeds may change when they finish: say so
-                grid = ", ".join(f"{g.to_dict()['key']}: {g.finished}/{g.expected}" for g in chosen.candidates)
-                key = c.to_dict()["key"]
-                if not all(g.complete for g in chosen.candidates):
-                    key += " (provisional)"
+                grid = ", ".join(f"{hparams_key(g.hparams)}: {g.finished}/{g.expected}" for g in chosen.candidates)
+                key = hparams_key(c.hparams) + ("" if chosen.complete else " (provisional)")
                 trows.append([arm["tags"].get("loss", ""), arm["tags"]["method"], key, grid,
                               fmt_ms(c.val), fmt_ms(last_c.test if last_c else []), fmt_ms(c.test)])
             s.add(Table(["loss", "method", "chosen on validation", "seeds finished per grid point", "val %",

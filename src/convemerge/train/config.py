@@ -19,7 +19,7 @@ from convemerge.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "beta-lasso")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
-L1_SIGNS = ("pre", "post")  # BetaLasso's l1_sign
+L1_SIGNS = ("pre", "post")  # BetaLasso's choices, copied: this module imports no torch
 LOSSES = ("ce", "mse", "bce-onehot")
 # Other spellings accepted on input; the canonical name is what config.yaml records (and what run ids hash).
 LOSS_ALIASES = {"cross-entropy": "ce"}
